@@ -1,0 +1,124 @@
+//! Body types. Requests stream to backends and responses stream back without buffering;
+//! the gateway's own answers (errors, 429s) are small in-memory bodies.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// A response body: streamed from a backend, or made by the gateway.
+pub enum Body {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl Body {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Body::Full(Some(bytes.into()))
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Body::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(data) => data.is_none(),
+            Body::Upstream(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Upstream(inner) => inner.size_hint(),
+        }
+    }
+}
+
+/// A client's request body on its way to a backend. Its size is known up front when the
+/// request says so (`Content-Length`, or no body); otherwise the bytes are counted as they
+/// pass.
+pub struct RequestBody {
+    inner: Incoming,
+    counter: Option<Arc<AtomicU64>>,
+}
+
+/// How many bytes a request body carried, readable once the request is done.
+#[derive(Clone)]
+pub enum BytesIn {
+    Known(u64),
+    Counted(Arc<AtomicU64>),
+}
+
+impl BytesIn {
+    pub fn get(&self) -> u64 {
+        match self {
+            BytesIn::Known(n) => *n,
+            BytesIn::Counted(c) => c.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming) -> Self {
+        let counter = (!inner.is_end_stream() && inner.size_hint().exact().is_none())
+            .then(|| Arc::new(AtomicU64::new(0)));
+        Self { inner, counter }
+    }
+
+    /// A handle to this body's size.
+    pub fn bytes_in(&self) -> BytesIn {
+        match &self.counter {
+            Some(c) => BytesIn::Counted(c.clone()),
+            None if self.inner.is_end_stream() => BytesIn::Known(0),
+            None => BytesIn::Known(self.inner.size_hint().exact().unwrap_or(0)),
+        }
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&this.counter, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

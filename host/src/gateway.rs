@@ -1,0 +1,188 @@
+//! The running gateway's shared state, built once from a validated [`Config`]: the route
+//! table, upstreams and backends, credentials, limiters, HTTP clients and metrics. Every
+//! layer of the request path holds an `Arc<Gateway>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+use prometheus::{Histogram, IntCounter};
+
+use crate::auth::{AuthSetupError, Authenticator};
+use crate::body::RequestBody;
+use crate::config::{AuthKind, Config, ProxyConfig};
+use crate::metrics::Metrics;
+use crate::ratelimit::RouteLimiter;
+use crate::routing::{RoutePattern, Router};
+use crate::traffic::TrafficSink;
+use crate::upstream::balancer::Balancer;
+use crate::upstream::{Backend, Upstream};
+
+/// The pooled keep-alive client used to reach backends.
+pub type HttpClient = Client<HttpConnector, RequestBody>;
+
+/// Label of the pseudo-route that takes requests no route matches.
+pub const UNMATCHED: &str = "{unmatched}";
+
+pub struct Gateway {
+    pub router: Router,
+    pub routes: Vec<Arc<Route>>,
+    /// Answers 404 for paths no route matches (still logged and counted).
+    pub unmatched: Arc<Route>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Every distinct backend; `Backend::id` indexes this.
+    pub backends: Vec<Arc<Backend>>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub trusted_proxies: Vec<IpNet>,
+    pub access_log: bool,
+    pub sink: Arc<dyn TrafficSink>,
+}
+
+/// A configured route, ready to serve.
+pub struct Route {
+    /// The configured pattern, used as the route's name in logs, metrics and analytics.
+    pub label: Arc<str>,
+    /// `None` only for the unmatched pseudo-route.
+    pub upstream: Option<Arc<Upstream>>,
+    pub auth: AuthKind,
+    pub limiter: Option<RouteLimiter>,
+    pub request_timeout: Duration,
+    pub strip_prefix: bool,
+    pub client: HttpClient,
+    /// This route's `gateway_request_duration_seconds` series.
+    pub duration: Histogram,
+    /// This route's `gateway_rate_limited_total` series.
+    pub rate_limited: IntCounter,
+}
+
+/// Why a configuration could not be turned into a running gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Gateway {
+    pub fn new(config: &Config, sink: Arc<dyn TrafficSink>) -> Result<Self, BuildError> {
+        let metrics = Metrics::new();
+        let mut backends: Vec<Arc<Backend>> = Vec::new();
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in &config.upstreams {
+            let mut members = Vec::with_capacity(up.backends.len());
+            for url in &up.backends {
+                let backend = match backends.iter().find(|b| b.url == *url) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let gauge = metrics
+                            .circuit_state
+                            .with_label_values(&[url.label.as_str()]);
+                        let b = Arc::new(Backend::new(
+                            backends.len(),
+                            url.clone(),
+                            config.circuit_breaker.clone(),
+                            gauge,
+                        ));
+                        backends.push(b.clone());
+                        b
+                    }
+                };
+                members.push(backend);
+            }
+            upstreams.insert(
+                name.clone(),
+                Arc::new(Upstream {
+                    name: name.clone(),
+                    backends: members,
+                    balancer: Balancer::round_robin(),
+                }),
+            );
+        }
+
+        let mut clients: HashMap<Duration, HttpClient> = HashMap::new();
+        let mut client_for = |timeout: Duration| {
+            clients
+                .entry(timeout)
+                .or_insert_with(|| http_client(&config.proxy, timeout))
+                .clone()
+        };
+        let mut patterns = Vec::with_capacity(config.routes.len());
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            let pattern = RoutePattern::parse(&rc.path).map_err(BuildError::Invalid)?;
+            patterns.push(pattern);
+            let upstream = upstreams.get(&rc.upstream).cloned().ok_or_else(|| {
+                BuildError::Invalid(format!("unknown upstream {:?}", rc.upstream))
+            })?;
+            routes.push(Arc::new(Route {
+                label: rc.path.as_str().into(),
+                upstream: Some(upstream),
+                auth: rc.auth,
+                limiter: rc.rate_limit.as_ref().map(RouteLimiter::new),
+                request_timeout: rc.request_timeout.unwrap_or(config.proxy.request_timeout),
+                strip_prefix: rc.strip_prefix,
+                client: client_for(rc.connect_timeout.unwrap_or(config.proxy.connect_timeout)),
+                duration: metrics
+                    .request_duration
+                    .with_label_values(&[rc.path.as_str()]),
+                rate_limited: metrics.rate_limited.with_label_values(&[rc.path.as_str()]),
+            }));
+        }
+        let unmatched = Arc::new(Route {
+            label: UNMATCHED.into(),
+            upstream: None,
+            auth: AuthKind::None,
+            limiter: None,
+            request_timeout: config.proxy.request_timeout,
+            strip_prefix: false,
+            client: client_for(config.proxy.connect_timeout),
+            duration: metrics.request_duration.with_label_values(&[UNMATCHED]),
+            rate_limited: metrics.rate_limited.with_label_values(&[UNMATCHED]),
+        });
+
+        Ok(Self {
+            router: Router::new(&patterns),
+            routes,
+            unmatched,
+            upstreams,
+            backends,
+            auth: Authenticator::new(&config.auth)?,
+            metrics,
+            trusted_proxies: config.proxy.trusted_proxies.clone(),
+            access_log: config.log.access_log,
+            sink,
+        })
+    }
+
+    /// The route serving `path` (the unmatched pseudo-route when none does), and how many
+    /// bytes of the path its prefix covers.
+    pub fn route_for(&self, path: &str) -> (Arc<Route>, usize) {
+        match self.router.lookup(path) {
+            Some(m) => match self.routes.get(m.route) {
+                Some(route) => (route.clone(), m.prefix_len),
+                None => (self.unmatched.clone(), 0),
+            },
+            None => (self.unmatched.clone(), 0),
+        }
+    }
+}
+
+fn http_client(proxy: &ProxyConfig, connect_timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(proxy.pool_idle_timeout)
+        .pool_max_idle_per_host(proxy.pool_max_idle_per_backend)
+        .set_host(false)
+        .build(connector)
+}

@@ -1,0 +1,228 @@
+//! Watches every request to its end: when the last response byte is sent (or the client
+//! goes away), it writes the access-log line, updates the request metrics and hands a
+//! [`TrafficEvent`] to the gateway's traffic sink. It never waits on any of them.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tower::{Layer, Service};
+
+use super::request_id::X_REQUEST_ID;
+use super::route::MatchedRoute;
+use super::{BoxFuture, ClientInfo, Req};
+use crate::body::{Body, BytesIn};
+use crate::gateway::{Gateway, Route};
+use crate::proxy::ServedBy;
+use crate::traffic::TrafficEvent;
+
+/// Status logged when the client disconnects before a response is ready (as nginx does).
+const CLIENT_CLOSED: u16 = 499;
+
+#[derive(Clone)]
+pub struct ObserveLayer {
+    gw: Arc<Gateway>,
+}
+
+impl ObserveLayer {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        Self { gw }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    gw: Arc<Gateway>,
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            gw: self.gw.clone(),
+        }
+    }
+}
+
+impl<S> Service<Req> for Observe<S>
+where
+    S: Service<Req, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ObservedBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let route = match req.extensions().get::<MatchedRoute>() {
+            Some(m) => m.route.clone(),
+            None => self.gw.unmatched.clone(),
+        };
+        let mut pending = Pending {
+            gw: self.gw.clone(),
+            route,
+            method: req.method().clone(),
+            client_ip: req
+                .extensions()
+                .get::<ClientInfo>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.ip),
+            request_id: req.headers().get(&X_REQUEST_ID).cloned(),
+            bytes_in: req.body().bytes_in(),
+            started: Instant::now(),
+            status: CLIENT_CLOSED,
+            backend: None,
+            done: false,
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            pending.status = res.status().as_u16();
+            pending.backend = res
+                .extensions()
+                .get::<ServedBy>()
+                .map(|s| s.0.label.clone());
+            Ok(res.map(|inner| ObservedBody {
+                inner,
+                bytes_out: 0,
+                pending: Some(pending),
+            }))
+        })
+    }
+}
+
+/// What is known about a request until it finishes. Dropped unfinished, it still reports
+/// (status 499 when no response was produced, `completed: false` either way).
+struct Pending {
+    gw: Arc<Gateway>,
+    route: Arc<Route>,
+    method: Method,
+    client_ip: IpAddr,
+    request_id: Option<HeaderValue>,
+    bytes_in: BytesIn,
+    started: Instant,
+    status: u16,
+    backend: Option<Arc<str>>,
+    done: bool,
+}
+
+impl Pending {
+    fn finish(&mut self, bytes_out: u64, completed: bool) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let latency = self.started.elapsed();
+        let gw = &self.gw;
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes_in = self.bytes_in.get();
+        gw.metrics
+            .requests
+            .with_label_values(&[&*self.route.label, self.method.as_str(), status.as_str()])
+            .inc();
+        self.route.duration.observe(latency.as_secs_f64());
+        if gw.access_log {
+            tracing::info!(
+                target: "access",
+                id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                method = self.method.as_str(),
+                route = &*self.route.label,
+                status = self.status,
+                latency_ms = latency.as_micros() as f64 / 1000.0,
+                backend = self.backend.as_deref().unwrap_or("-"),
+                bytes_in,
+                bytes_out,
+                client = %self.client_ip,
+                completed,
+                "request"
+            );
+        }
+        gw.sink.record(TrafficEvent {
+            route: self.route.label.clone(),
+            backend: self.backend.take(),
+            method: self.method.clone(),
+            status: self.status,
+            latency,
+            bytes_in,
+            bytes_out,
+            client_ip: self.client_ip,
+            at: SystemTime::now(),
+            completed,
+        });
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.finish(0, false);
+    }
+}
+
+/// A response body that reports its request once the last byte has gone out.
+pub struct ObservedBody {
+    inner: Body,
+    bytes_out: u64,
+    pending: Option<Pending>,
+}
+
+impl ObservedBody {
+    fn finish(&mut self, completed: bool) {
+        if let Some(mut p) = self.pending.take() {
+            p.finish(self.bytes_out, completed);
+        }
+    }
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes_out += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // Bodies hyper never polls (HEAD, 204, empty) end here, complete; a body dropped
+        // half-sent means the client went away.
+        let completed = self.inner.is_end_stream();
+        self.finish(completed);
+    }
+}

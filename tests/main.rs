@@ -1,0 +1,14 @@
+//! End-to-end tests: real HTTP backends on 127.0.0.1, the real `microgate` binary in front
+//! of them, real HTTP in between. One module per feature; builders live in `support`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod auth;
+mod breaker;
+mod config;
+mod hook;
+mod lifecycle;
+mod proxy;
+mod rate_limit;

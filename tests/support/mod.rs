@@ -1,0 +1,53 @@
+//! Test support: backends, the gateway process, and a client.
+
+pub mod backend;
+pub mod gateway;
+
+pub use backend::Backend;
+pub use gateway::GatewayProc;
+
+use std::time::{Duration, Instant};
+
+/// An HTTP client that does not follow redirects or reuse state between tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Polls `cond` until it holds, failing the test after `limit`. For waiting on state that
+/// changes in the background (a breaker's open period ending), never for timing claims.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one sample in Prometheus text, e.g. `gateway_circuit_state{backend="…"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A config with both listeners on free ports, followed by `rest`.
+pub fn yaml(rest: &str) -> String {
+    format!("listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n{rest}")
+}
+
+/// The echo backend's JSON answer.
+pub async fn echoed(res: reqwest::Response) -> serde_json::Value {
+    res.json().await.unwrap()
+}
