@@ -24,14 +24,16 @@ async fn every_finished_request_reaches_the_sink() {
     let a = Backend::echo("a").await;
     let config = Config::parse(
         &yaml(&format!(
-            "log: {{ access_log: false }}\nupstreams:\n  a: {{ backends: [{}] }}\nroutes:\n  - {{ path: \"/api/items/{{id}}\", upstream: a }}\n",
+            "log: {{ access_log: false }}\nanalytics: {{ enabled: false }}\nupstreams:\n  a: {{ backends: [{}] }}\nroutes:\n  - {{ path: \"/api/items/{{id}}\", upstream: a }}\n",
             a.url()
         )),
         "inline",
     )
     .unwrap();
     let sink = Arc::new(Collect::default());
-    let running = microgate::start(&config, sink.clone()).await.unwrap();
+    let running = microgate::start_with_sink(&config, Some(sink.clone()))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.proxy_addr);
     let http = client();
 
@@ -63,7 +65,7 @@ async fn every_finished_request_reaches_the_sink() {
     assert_eq!(hit.client_ip.to_string(), "127.0.0.1");
     assert!(hit.completed);
     let miss = events.iter().find(|e| e.status == 404).unwrap();
-    assert_eq!(&*miss.route, "{unmatched}");
+    assert_eq!(&*miss.route, "/elsewhere", "unmatched: the normalised path");
     assert_eq!(miss.backend, None);
 
     running.shutdown().await;

@@ -23,7 +23,7 @@ async fn health_and_metrics_are_served_on_the_admin_port_only() {
 
     // The proxy port does not serve admin paths, and admin calls are not traffic.
     assert_eq!(
-        http.get(gw.url("/health")).send().await.unwrap().status(),
+        http.get(gw.url("/metrics")).send().await.unwrap().status(),
         404
     );
     http.post(gw.url("/api/x"))
@@ -52,7 +52,7 @@ async fn health_and_metrics_are_served_on_the_admin_port_only() {
     assert_eq!(
         metric(
             &text,
-            "gateway_requests_total{method=\"GET\",route=\"{unmatched}\",status=\"404\"}"
+            "gateway_requests_total{method=\"GET\",route=\"/metrics\",status=\"404\"}"
         ),
         Some(1.0)
     );
@@ -71,6 +71,13 @@ async fn health_and_metrics_are_served_on_the_admin_port_only() {
     assert!(
         !text.contains("route=\"/health\""),
         "admin requests are not recorded"
+    );
+    let once = "gateway_requests_total{method=\"GET\",route=\"/metrics\",status=\"404\"}";
+    let again = gw.metrics().await;
+    assert_eq!(
+        metric(&again, once),
+        Some(1.0),
+        "reading /metrics is not traffic"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The admin listener, separate from the proxy port and outside its middleware chain:
-//! `GET /health` and `GET /metrics` (Prometheus text format). When `admin.token` is set,
-//! every request needs `Authorization: Bearer <token>`.
+//! `GET /health`, `GET /metrics` (Prometheus text format) and, with analytics on,
+//! `/analytics/*`. When `admin.token` is set, every request needs
+//! `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,18 +24,22 @@ struct AdminState {
     token: Option<Arc<str>>,
 }
 
-/// The admin API as a router, so tests can call it without a socket.
-pub fn router(gw: Arc<Gateway>, token: Option<String>) -> Router {
+/// The admin API as a router, so tests can call it without a socket. `analytics` adds
+/// the `/analytics/*` endpoints.
+pub fn router(gw: Arc<Gateway>, token: Option<String>, analytics: Option<Router>) -> Router {
     let state = AdminState {
         gw,
         started: Instant::now(),
         token: token.map(Into::into),
     };
-    Router::new()
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(analytics) = analytics {
+        router = router.merge(analytics);
+    }
+    router.layer(middleware::from_fn_with_state(state, require_token))
 }
 
 async fn require_token(

@@ -230,15 +230,99 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        let an = &self.analytics;
+        let arl = &self.adaptive_rate_limit;
+        let wlb = &self.weighted_lb;
         for (key, value) in [
             ("proxy.connect_timeout", self.proxy.connect_timeout),
             ("proxy.request_timeout", self.proxy.request_timeout),
             ("circuit_breaker.window", cb.window),
             ("circuit_breaker.open_duration", cb.open_duration),
+            ("analytics.analyzer_interval", an.analyzer_interval),
+            ("weighted_lb.rebalance_interval", wlb.rebalance_interval),
+            ("adaptive_rate_limit.burst_window", arl.burst_window),
         ] {
             if value.is_zero() {
                 return err(key.into(), "must be longer than 0".into());
             }
+        }
+        self.validate_analytics()
+    }
+
+    fn validate_analytics(&self) -> Result<(), (String, String)> {
+        let err = |key: &str, msg: &str| Err((key.to_owned(), msg.to_owned()));
+        let an = &self.analytics;
+        let ms = |d: std::time::Duration| d.as_millis();
+        if ms(an.bucket_interval) == 0
+            || !an.bucket_interval.subsec_nanos().is_multiple_of(1_000_000)
+        {
+            return err(
+                "analytics.bucket_interval",
+                "must be a whole number of milliseconds, at least 1ms",
+            );
+        }
+        if an.window < an.bucket_interval * 2 {
+            return err(
+                "analytics.window",
+                "must cover at least two buckets (`bucket_interval`)",
+            );
+        }
+        if ms(an.rollup_interval) % ms(an.bucket_interval) != 0 {
+            return err(
+                "analytics.rollup_interval",
+                "must be a multiple of `bucket_interval`",
+            );
+        }
+        if an.rollup_after < an.window {
+            return err(
+                "analytics.rollup_after",
+                "must be at least `window`, so baselines read full-resolution buckets",
+            );
+        }
+        if an.retention < an.rollup_after {
+            return err("analytics.retention", "must be at least `rollup_after`");
+        }
+        if an.queue_size == 0 {
+            return err("analytics.queue_size", "must be at least 1");
+        }
+        if !(an.anomaly.z_threshold.is_finite() && an.anomaly.z_threshold > 0.0) {
+            return err("analytics.anomaly.z_threshold", "must be a positive number");
+        }
+        let arl = &self.adaptive_rate_limit;
+        if !(arl.multiplier.is_finite() && arl.multiplier > 0.0) {
+            return err(
+                "adaptive_rate_limit.multiplier",
+                "must be a positive number",
+            );
+        }
+        if !(arl.min_limit.is_finite() && arl.min_limit > 0.0) {
+            return err(
+                "adaptive_rate_limit.min_limit",
+                "must be a positive number of requests per minute",
+            );
+        }
+        if !(arl.max_limit.is_finite() && arl.max_limit >= arl.min_limit) {
+            return err(
+                "adaptive_rate_limit.max_limit",
+                "must be at least `min_limit`",
+            );
+        }
+        let share = self.weighted_lb.min_share;
+        if !(0.0..0.5).contains(&share) {
+            return err("weighted_lb.min_share", "must be at least 0 and below 0.5");
+        }
+        let ab = &self.circuit_breaker.adaptive;
+        if !(ab.error_multiplier.is_finite() && ab.error_multiplier > 0.0) {
+            return err(
+                "circuit_breaker.adaptive.error_multiplier",
+                "must be a positive number",
+            );
+        }
+        if !(ab.min_threshold > 0.0 && ab.min_threshold <= 1.0) {
+            return err(
+                "circuit_breaker.adaptive.min_threshold",
+                "must be above 0 and at most 1",
+            );
         }
         Ok(())
     }

@@ -10,13 +10,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Gauge, Histogram, IntCounter};
 
+use crate::analytics::routes::RouteNames;
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::body::RequestBody;
 use crate::config::{AuthKind, Config, ProxyConfig};
 use crate::metrics::Metrics;
-use crate::ratelimit::RouteLimiter;
+use crate::ratelimit::{RouteLimiter, SharedLimit};
 use crate::routing::{RoutePattern, Router};
 use crate::traffic::TrafficSink;
 use crate::upstream::balancer::Balancer;
@@ -41,16 +42,23 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: bool,
     pub sink: Arc<dyn TrafficSink>,
+    /// Names for requests no route matches (normalised paths, capped).
+    pub route_names: RouteNames,
 }
 
 /// A configured route, ready to serve.
 pub struct Route {
+    /// Index in [`Gateway::routes`] (`usize::MAX` for the unmatched pseudo-route).
+    pub id: usize,
     /// The configured pattern, used as the route's name in logs, metrics and analytics.
     pub label: Arc<str>,
     /// `None` only for the unmatched pseudo-route.
     pub upstream: Option<Arc<Upstream>>,
     pub auth: AuthKind,
+    /// The static limit from the config.
     pub limiter: Option<RouteLimiter>,
+    /// The learned limit for the whole route; once set, it replaces the static one.
+    pub adaptive: SharedLimit,
     pub request_timeout: Duration,
     pub strip_prefix: bool,
     pub client: HttpClient,
@@ -58,6 +66,19 @@ pub struct Route {
     pub duration: Histogram,
     /// This route's `gateway_rate_limited_total` series.
     pub rate_limited: IntCounter,
+    /// This route's `gateway_rate_limit_current` series.
+    pub limit_gauge: Gauge,
+}
+
+impl Route {
+    /// The limit in force, requests per minute: learned, else static, else none.
+    pub fn current_limit(&self) -> Option<f64> {
+        self.adaptive.get().or_else(|| {
+            self.limiter
+                .as_ref()
+                .map(|l| f64::from(l.requests_per_minute))
+        })
+    }
 }
 
 /// Why a configuration could not be turned into a running gateway.
@@ -70,8 +91,25 @@ pub enum BuildError {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, sink: Arc<dyn TrafficSink>) -> Result<Self, BuildError> {
-        let metrics = Metrics::new();
+    pub fn new(
+        config: &Config,
+        metrics: Metrics,
+        sink: Arc<dyn TrafficSink>,
+    ) -> Result<Self, BuildError> {
+        // Which routes reach each backend: the breaker keeps a window per route.
+        let mut routes_of: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, rc) in config.routes.iter().enumerate() {
+            let urls = config
+                .upstreams
+                .get(&rc.upstream)
+                .map_or(&[][..], |u| &u.backends);
+            for url in urls {
+                let list = routes_of.entry(url.label.as_str()).or_default();
+                if !list.contains(&i) {
+                    list.push(i);
+                }
+            }
+        }
         let mut backends: Vec<Arc<Backend>> = Vec::new();
         let mut upstreams = BTreeMap::new();
         for (name, up) in &config.upstreams {
@@ -80,20 +118,26 @@ impl Gateway {
                 let backend = match backends.iter().find(|b| b.url == *url) {
                     Some(b) => b.clone(),
                     None => {
-                        let gauge = metrics
-                            .circuit_state
-                            .with_label_values(&[url.label.as_str()]);
+                        let label = url.label.as_str();
                         let b = Arc::new(Backend::new(
                             backends.len(),
                             url.clone(),
                             config.circuit_breaker.clone(),
-                            gauge,
+                            routes_of.remove(label).unwrap_or_default(),
+                            metrics.circuit_state.with_label_values(&[label]),
                         ));
                         backends.push(b.clone());
                         b
                     }
                 };
                 members.push(backend);
+            }
+            let share = 1.0 / members.len().max(1) as f64;
+            for b in &members {
+                metrics
+                    .backend_weight
+                    .with_label_values(&[name.as_str(), &*b.label])
+                    .set(share);
             }
             upstreams.insert(
                 name.clone(),
@@ -112,39 +156,53 @@ impl Gateway {
                 .or_insert_with(|| http_client(&config.proxy, timeout))
                 .clone()
         };
+        let origin = std::time::Instant::now();
+        let burst = config.adaptive_rate_limit.burst_window;
         let mut patterns = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
-        for rc in &config.routes {
+        for (id, rc) in config.routes.iter().enumerate() {
             let pattern = RoutePattern::parse(&rc.path).map_err(BuildError::Invalid)?;
             patterns.push(pattern);
             let upstream = upstreams.get(&rc.upstream).cloned().ok_or_else(|| {
                 BuildError::Invalid(format!("unknown upstream {:?}", rc.upstream))
             })?;
-            routes.push(Arc::new(Route {
-                label: rc.path.as_str().into(),
+            let label = rc.path.as_str();
+            let route = Route {
+                id,
+                label: label.into(),
                 upstream: Some(upstream),
                 auth: rc.auth,
                 limiter: rc.rate_limit.as_ref().map(RouteLimiter::new),
+                adaptive: SharedLimit::new(burst, origin),
                 request_timeout: rc.request_timeout.unwrap_or(config.proxy.request_timeout),
                 strip_prefix: rc.strip_prefix,
                 client: client_for(rc.connect_timeout.unwrap_or(config.proxy.connect_timeout)),
-                duration: metrics
-                    .request_duration
-                    .with_label_values(&[rc.path.as_str()]),
-                rate_limited: metrics.rate_limited.with_label_values(&[rc.path.as_str()]),
-            }));
+                duration: metrics.request_duration.with_label_values(&[label]),
+                rate_limited: metrics.rate_limited.with_label_values(&[label]),
+                limit_gauge: metrics.rate_limit_current.with_label_values(&[label]),
+            };
+            route.limit_gauge.set(route.current_limit().unwrap_or(0.0));
+            routes.push(Arc::new(route));
         }
         let unmatched = Arc::new(Route {
+            id: usize::MAX,
             label: UNMATCHED.into(),
             upstream: None,
             auth: AuthKind::None,
             limiter: None,
+            adaptive: SharedLimit::new(burst, origin),
             request_timeout: config.proxy.request_timeout,
             strip_prefix: false,
             client: client_for(config.proxy.connect_timeout),
             duration: metrics.request_duration.with_label_values(&[UNMATCHED]),
             rate_limited: metrics.rate_limited.with_label_values(&[UNMATCHED]),
+            limit_gauge: metrics.rate_limit_current.with_label_values(&[UNMATCHED]),
         });
+        let route_names = RouteNames::new(
+            config.analytics.max_routes,
+            metrics.route_overflow.clone(),
+            metrics.routes_tracked.clone(),
+        );
 
         Ok(Self {
             router: Router::new(&patterns),
@@ -157,19 +215,20 @@ impl Gateway {
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             access_log: config.log.access_log,
             sink,
+            route_names,
         })
     }
 
-    /// The route serving `path` (the unmatched pseudo-route when none does), and how many
-    /// bytes of the path its prefix covers.
-    pub fn route_for(&self, path: &str) -> (Arc<Route>, usize) {
-        match self.router.lookup(path) {
-            Some(m) => match self.routes.get(m.route) {
-                Some(route) => (route.clone(), m.prefix_len),
-                None => (self.unmatched.clone(), 0),
-            },
-            None => (self.unmatched.clone(), 0),
+    /// The route serving `path`, its name for analytics, and how many bytes of the path
+    /// its prefix covers. A path no route matches gets the unmatched pseudo-route and its
+    /// normalised path as its name.
+    pub fn route_for(&self, path: &str) -> (Arc<Route>, Arc<str>, usize) {
+        if let Some(m) = self.router.lookup(path)
+            && let Some(route) = self.routes.get(m.route)
+        {
+            return (route.clone(), route.label.clone(), m.prefix_len);
         }
+        (self.unmatched.clone(), self.route_names.for_path(path), 0)
     }
 }
 

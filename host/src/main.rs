@@ -3,11 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use microgate::config::Config;
-use microgate::traffic::Discard;
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +70,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(microgate::run(&config, Arc::new(Discard))) {
+    match runtime.block_on(microgate::run(&config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");

@@ -1,8 +1,10 @@
 //! Every Prometheus metric the gateway exports, registered in one place.
 //! Names follow `gateway_<area>_<thing>_<unit>`.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets (seconds): 0.5 ms … 30 s.
@@ -22,8 +24,26 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     /// Breaker state per backend: 0 closed, 1 open, 2 half-open.
     pub circuit_state: IntGaugeVec,
+    /// Error-rate threshold per backend (`route="*"`) and per route using it.
+    pub circuit_threshold: GaugeVec,
     /// Requests answered 429 by route.
     pub rate_limited: IntCounterVec,
+    /// The limit in force per route, requests per minute (static while learning).
+    pub rate_limit_current: GaugeVec,
+    /// Traffic events dropped because the recorder's queue was full.
+    pub events_dropped: IntCounter,
+    /// Anomalies started, by route and metric.
+    pub anomalies: IntCounterVec,
+    /// Anomalies started, by backend and metric.
+    pub backend_anomalies: IntCounterVec,
+    /// Share of its upstream's traffic each backend gets.
+    pub backend_weight: GaugeVec,
+    /// Distinct unconfigured (normalised) routes tracked.
+    pub routes_tracked: IntGauge,
+    /// Requests whose route name fell past the cap into `{other}`.
+    pub route_overflow: IntCounter,
+    /// Time one analyzer tick takes.
+    pub analyzer_tick: Histogram,
 }
 
 impl Metrics {
@@ -33,14 +53,22 @@ impl Metrics {
     )]
     pub fn new() -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "gateway_requests_total",
-                "Requests handled, by route, method and status.",
-            ),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
+        let reg = |c: Box<dyn Collector>| registry.register(c).expect("metric names are unique");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(m.clone()));
+            m
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(m.clone()));
+            m
+        };
+        let counter = |name: &str, help: &str| {
+            let m = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(m.clone()));
+            m
+        };
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "gateway_request_duration_seconds",
@@ -50,14 +78,7 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
-        let upstream_requests = IntCounterVec::new(
-            Opts::new(
-                "gateway_upstream_requests_total",
-                "Requests sent to backends, by backend and response status (`error` when no response came, `timeout` when it came too late).",
-            ),
-            &["backend", "status"],
-        )
-        .expect("valid metric");
+        reg(Box::new(request_duration.clone()));
         let circuit_state = IntGaugeVec::new(
             Opts::new(
                 "gateway_circuit_state",
@@ -66,33 +87,80 @@ impl Metrics {
             &["backend"],
         )
         .expect("valid metric");
-        let rate_limited = IntCounterVec::new(
-            Opts::new(
-                "gateway_rate_limited_total",
-                "Requests refused with 429, by route.",
-            ),
-            &["route"],
+        reg(Box::new(circuit_state.clone()));
+        let routes_tracked = IntGauge::new(
+            "gateway_routes_tracked",
+            "Distinct unconfigured (normalised) routes tracked, at most analytics.max_routes.",
         )
         .expect("valid metric");
-        for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(request_duration.clone()),
-            Box::new(upstream_requests.clone()),
-            Box::new(circuit_state.clone()),
-            Box::new(rate_limited.clone()),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-        ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
-        }
+        reg(Box::new(routes_tracked.clone()));
+        let analyzer_tick = Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_analyzer_tick_seconds",
+                "Time one analyzer tick takes.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .expect("valid metric");
+        reg(Box::new(analyzer_tick.clone()));
+        reg(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+
         Self {
-            registry,
-            requests,
+            requests: counter_vec(
+                "gateway_requests_total",
+                "Requests handled, by route, method and status.",
+                &["route", "method", "status"],
+            ),
             request_duration,
-            upstream_requests,
+            upstream_requests: counter_vec(
+                "gateway_upstream_requests_total",
+                "Requests sent to backends, by backend and response status (`error` when no response came, `timeout` when it came too late).",
+                &["backend", "status"],
+            ),
             circuit_state,
-            rate_limited,
+            circuit_threshold: gauge_vec(
+                "gateway_circuit_error_threshold",
+                "Error-rate threshold that trips a backend's breaker: route=\"*\" for the backend, else for that route's traffic to it.",
+                &["backend", "route"],
+            ),
+            rate_limited: counter_vec(
+                "gateway_rate_limited_total",
+                "Requests refused with 429, by route.",
+                &["route"],
+            ),
+            rate_limit_current: gauge_vec(
+                "gateway_rate_limit_current",
+                "Rate limit in force per route, requests per minute: the learned limit, or the static one while learning.",
+                &["route"],
+            ),
+            events_dropped: counter(
+                "gateway_traffic_events_dropped_total",
+                "Finished requests not recorded because the recorder's queue was full.",
+            ),
+            anomalies: counter_vec(
+                "gateway_anomalies_total",
+                "Anomalies started, by route and metric.",
+                &["route", "metric"],
+            ),
+            backend_anomalies: counter_vec(
+                "gateway_backend_anomalies_total",
+                "Anomalies started, by backend and metric.",
+                &["backend", "metric"],
+            ),
+            backend_weight: gauge_vec(
+                "gateway_backend_weight",
+                "Share of its upstream's traffic a backend is given (round-robin: equal shares).",
+                &["upstream", "backend"],
+            ),
+            routes_tracked,
+            route_overflow: counter(
+                "gateway_route_overflow_total",
+                "Requests counted under the {other} route because analytics.max_routes was reached.",
+            ),
+            analyzer_tick,
+            registry,
         }
     }
 

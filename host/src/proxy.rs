@@ -51,14 +51,16 @@ impl Service<Req> for Proxy {
 }
 
 async fn forward(gw: Arc<Gateway>, req: Req) -> Result<Response<Body>, Infallible> {
-    let Some(MatchedRoute { route, prefix_len }) = req.extensions().get::<MatchedRoute>().cloned()
+    let Some(MatchedRoute {
+        route, prefix_len, ..
+    }) = req.extensions().get::<MatchedRoute>().cloned()
     else {
         return Ok(GatewayError::NoRoute.into());
     };
     let Some(upstream) = &route.upstream else {
         return Ok(GatewayError::NoRoute.into());
     };
-    let Some(attempt) = upstream.pick(Instant::now()) else {
+    let Some(attempt) = upstream.pick(Instant::now(), route.id) else {
         return Ok(GatewayError::NoHealthyBackend.into());
     };
     let backend = attempt.backend.clone();

@@ -1,8 +1,9 @@
-//! Rate limiting: token buckets per route and key (client IP, API key, JWT subject, or one
-//! per route). Buckets live in a sharded map; full buckets are swept away periodically so
-//! memory follows the number of recently active keys.
+//! Rate limiting. Static limits are token buckets per route and key (client IP, API key, JWT
+//! subject, or one per route), kept in a sharded map and swept when idle so memory follows
+//! the number of active keys. Learned limits are one [`SharedLimit`] per route.
 
 pub mod bucket;
+pub mod shared;
 
 use std::hash::{BuildHasher, Hash};
 use std::time::Instant;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 
 pub use bucket::{Decision, Limit, TokenBucket};
+pub use shared::SharedLimit;
 
 use crate::config::{RateLimitConfig, RateLimitKey};
 

@@ -39,3 +39,17 @@ pub struct Discard;
 impl TrafficSink for Discard {
     fn record(&self, _: TrafficEvent) {}
 }
+
+/// Hands every event to several sinks.
+pub struct Tee(pub Vec<Arc<dyn TrafficSink>>);
+
+impl TrafficSink for Tee {
+    fn record(&self, event: TrafficEvent) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.record(event.clone());
+            }
+            last.record(event);
+        }
+    }
+}

@@ -21,6 +21,9 @@ pub struct Backend {
     /// The URL as text, shared with logs, metrics and traffic events.
     pub label: Arc<str>,
     pub breaker: Breaker,
+    /// Ids of the routes that can send traffic here; a route's index in this list is its
+    /// slot in the breaker.
+    pub routes: Vec<usize>,
     state_gauge: IntGauge,
 }
 
@@ -36,21 +39,34 @@ pub struct Upstream {
 pub struct Attempt {
     pub backend: Arc<Backend>,
     permit: Permit,
+    slot: Option<usize>,
     finished: bool,
 }
 
 // === impl Backend ===
 
 impl Backend {
-    pub fn new(id: usize, url: BackendUrl, breaker: BreakerConfig, state_gauge: IntGauge) -> Self {
+    pub fn new(
+        id: usize,
+        url: BackendUrl,
+        breaker: BreakerConfig,
+        routes: Vec<usize>,
+        state_gauge: IntGauge,
+    ) -> Self {
         state_gauge.set(BreakerState::Closed as i64);
         Self {
             id,
             label: url.label.as_str().into(),
             url,
-            breaker: Breaker::new(breaker, Instant::now()),
+            breaker: Breaker::new(breaker, Instant::now(), routes.len()),
+            routes,
             state_gauge,
         }
+    }
+
+    /// The breaker slot of a route, if the route uses this backend.
+    pub fn slot_of(&self, route: usize) -> Option<usize> {
+        self.routes.iter().position(|r| *r == route)
     }
 
     fn on_transition(&self, transition: Option<Transition>) {
@@ -60,6 +76,7 @@ impl Backend {
                 backend = %self.url,
                 from = t.from.as_str(),
                 to = t.to.as_str(),
+                threshold = self.breaker.threshold(),
                 "circuit breaker state change"
             );
         }
@@ -69,14 +86,16 @@ impl Backend {
 // === impl Upstream ===
 
 impl Upstream {
-    /// Picks a backend whose breaker admits a request, or `None` when all are open.
-    pub fn pick(&self, now: Instant) -> Option<Attempt> {
+    /// Picks a backend for a request of `route` whose breaker admits it, or `None` when all
+    /// are open.
+    pub fn pick(&self, now: Instant, route: usize) -> Option<Attempt> {
         self.balancer.pick(&self.backends, |backend| {
             let (permit, transition) = backend.breaker.try_acquire(now);
             backend.on_transition(transition);
             permit.map(|permit| Attempt {
                 backend: backend.clone(),
                 permit,
+                slot: backend.slot_of(route),
                 finished: false,
             })
         })
@@ -89,7 +108,10 @@ impl Attempt {
     /// Reports the outcome to the backend's breaker.
     pub fn finish(mut self, success: bool, now: Instant) {
         self.finished = true;
-        let transition = self.backend.breaker.record(self.permit, success, now);
+        let transition = self
+            .backend
+            .breaker
+            .record(self.permit, success, now, self.slot);
         self.backend.on_transition(transition);
     }
 }

@@ -37,6 +37,7 @@ impl GatewayProc {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(path)
+            .current_dir(dir.path())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -33,6 +33,12 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
+    #[serde(default)]
+    pub adaptive_rate_limit: AdaptiveRateLimitConfig,
+    #[serde(default)]
+    pub weighted_lb: WeightedLbConfig,
 }
 
 /// The admin listener: `/health`, `/metrics`, later `/analytics/*`.
@@ -225,6 +231,130 @@ pub struct BreakerConfig {
     /// Probe requests let through when half-open; all must succeed to close.
     #[serde(default = "defaults::half_open_probes")]
     pub half_open_probes: u32,
+    /// Learn the error-rate threshold from each backend's (and route's) baseline.
+    #[serde(default)]
+    pub adaptive: AdaptiveBreakerConfig,
+}
+
+/// Learned breaker thresholds: `max(baseline error rate × error_multiplier, min_threshold)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveBreakerConfig {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    #[serde(default = "defaults::error_multiplier")]
+    pub error_multiplier: f64,
+    #[serde(default = "defaults::min_threshold")]
+    pub min_threshold: f64,
+    /// History needed before the learned threshold replaces `error_rate`.
+    #[serde(default = "defaults::learning_period", with = "duration")]
+    pub learning_period: Duration,
+}
+
+/// Where traffic is recorded and how it is analysed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Off: nothing is recorded and nothing adapts (static limits, round-robin).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// `sqlite` keeps completed buckets in `path` so baselines survive restarts; `memory` does not.
+    #[serde(default)]
+    pub store: StoreKind,
+    #[serde(default = "defaults::store_path")]
+    pub path: PathBuf,
+    /// Width of one time bucket.
+    #[serde(default = "defaults::bucket_interval", with = "duration")]
+    pub bucket_interval: Duration,
+    /// How long buckets are kept.
+    #[serde(default = "defaults::retention", with = "duration")]
+    pub retention: Duration,
+    /// Buckets older than this are merged into `rollup_interval` buckets.
+    #[serde(default = "defaults::rollup_after", with = "duration")]
+    pub rollup_after: Duration,
+    #[serde(default = "defaults::rollup_interval", with = "duration")]
+    pub rollup_interval: Duration,
+    /// How often baselines are recomputed and policies run.
+    #[serde(default = "defaults::analyzer_interval", with = "duration")]
+    pub analyzer_interval: Duration,
+    /// How much history a baseline covers.
+    #[serde(default = "defaults::analysis_window", with = "duration")]
+    pub window: Duration,
+    /// Events waiting for the store; when full, new events are dropped and counted.
+    #[serde(default = "defaults::queue_size")]
+    pub queue_size: usize,
+    /// Most distinct unconfigured routes tracked; the rest share the `{other}` route.
+    #[serde(default = "defaults::max_routes")]
+    pub max_routes: usize,
+    #[serde(default)]
+    pub anomaly: AnomalyConfig,
+}
+
+/// Which traffic store backs analytics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Sqlite,
+    Memory,
+}
+
+/// The z-score anomaly detector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// A metric is anomalous when `(current − mean) / stddev` exceeds this.
+    #[serde(default = "defaults::z_threshold")]
+    pub z_threshold: f64,
+    /// Buckets of history needed before anything is called anomalous.
+    #[serde(default = "defaults::min_samples")]
+    pub min_samples: u32,
+    /// How long ended anomalies stay listed in `/analytics/anomalies`.
+    #[serde(default = "defaults::anomaly_history", with = "duration")]
+    pub history: Duration,
+    /// While an anomaly lasts, its buckets stay out of the baseline, so a spike does not
+    /// teach the gateway that spikes are normal; a change that lasts longer than this
+    /// becomes the new normal.
+    #[serde(default = "defaults::learn_after", with = "duration")]
+    pub learn_after: Duration,
+}
+
+/// Per-route limits learned from traffic: `baseline mean rate × multiplier`, clamped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveRateLimitConfig {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    #[serde(default = "defaults::multiplier")]
+    pub multiplier: f64,
+    /// Requests per minute.
+    #[serde(default = "defaults::min_limit")]
+    pub min_limit: f64,
+    /// Requests per minute.
+    #[serde(default = "defaults::max_limit")]
+    pub max_limit: f64,
+    /// History needed before the learned limit replaces the route's static one.
+    #[serde(default = "defaults::learning_period", with = "duration")]
+    pub learning_period: Duration,
+    /// Burst allowed above the limit, as time at the limit's rate.
+    #[serde(default = "defaults::burst_window", with = "duration")]
+    pub burst_window: Duration,
+}
+
+/// Backend weights learned from latency and errors: `(1 / mean latency) × (1 − error rate)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedLbConfig {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    #[serde(default = "defaults::analyzer_interval", with = "duration")]
+    pub rebalance_interval: Duration,
+    /// Smallest share of traffic a backend keeps, so its recovery is noticed.
+    #[serde(default = "defaults::min_share")]
+    pub min_share: f64,
+    /// History a backend needs before its weight counts; until then all weigh the same.
+    #[serde(default = "defaults::lb_learning_period", with = "duration")]
+    pub learning_period: Duration,
 }
 
 impl Default for AdminConfig {
@@ -267,6 +397,72 @@ impl Default for BreakerConfig {
             window: defaults::window(),
             open_duration: defaults::open_duration(),
             half_open_probes: defaults::half_open_probes(),
+            adaptive: AdaptiveBreakerConfig::default(),
+        }
+    }
+}
+
+impl Default for AdaptiveBreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            error_multiplier: defaults::error_multiplier(),
+            min_threshold: defaults::min_threshold(),
+            learning_period: defaults::learning_period(),
+        }
+    }
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            store: StoreKind::default(),
+            path: defaults::store_path(),
+            bucket_interval: defaults::bucket_interval(),
+            retention: defaults::retention(),
+            rollup_after: defaults::rollup_after(),
+            rollup_interval: defaults::rollup_interval(),
+            analyzer_interval: defaults::analyzer_interval(),
+            window: defaults::analysis_window(),
+            queue_size: defaults::queue_size(),
+            max_routes: defaults::max_routes(),
+            anomaly: AnomalyConfig::default(),
+        }
+    }
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        Self {
+            z_threshold: defaults::z_threshold(),
+            min_samples: defaults::min_samples(),
+            history: defaults::anomaly_history(),
+            learn_after: defaults::learn_after(),
+        }
+    }
+}
+
+impl Default for AdaptiveRateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            multiplier: defaults::multiplier(),
+            min_limit: defaults::min_limit(),
+            max_limit: defaults::max_limit(),
+            learning_period: defaults::learning_period(),
+            burst_window: defaults::burst_window(),
+        }
+    }
+}
+
+impl Default for WeightedLbConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rebalance_interval: defaults::analyzer_interval(),
+            min_share: defaults::min_share(),
+            learning_period: defaults::lb_learning_period(),
         }
     }
 }
@@ -322,5 +518,71 @@ mod defaults {
     }
     pub fn half_open_probes() -> u32 {
         3
+    }
+    pub fn error_multiplier() -> f64 {
+        5.0
+    }
+    pub fn min_threshold() -> f64 {
+        0.05
+    }
+    pub fn learning_period() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn store_path() -> std::path::PathBuf {
+        "microgate.db".into()
+    }
+    pub fn bucket_interval() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn retention() -> Duration {
+        Duration::from_secs(48 * 3600)
+    }
+    pub fn rollup_after() -> Duration {
+        Duration::from_secs(2 * 3600)
+    }
+    pub fn rollup_interval() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn analyzer_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn analysis_window() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn queue_size() -> usize {
+        65536
+    }
+    pub fn max_routes() -> usize {
+        1000
+    }
+    pub fn z_threshold() -> f64 {
+        3.0
+    }
+    pub fn min_samples() -> u32 {
+        10
+    }
+    pub fn anomaly_history() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn learn_after() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+    pub fn multiplier() -> f64 {
+        3.0
+    }
+    pub fn min_limit() -> f64 {
+        10.0
+    }
+    pub fn max_limit() -> f64 {
+        10000.0
+    }
+    pub fn burst_window() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn min_share() -> f64 {
+        0.05
+    }
+    pub fn lb_learning_period() -> Duration {
+        Duration::from_secs(300)
     }
 }

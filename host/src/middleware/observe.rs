@@ -66,13 +66,14 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let route = match req.extensions().get::<MatchedRoute>() {
-            Some(m) => m.route.clone(),
-            None => self.gw.unmatched.clone(),
+        let (route, label) = match req.extensions().get::<MatchedRoute>() {
+            Some(m) => (m.route.clone(), m.label.clone()),
+            None => (self.gw.unmatched.clone(), self.gw.unmatched.label.clone()),
         };
         let mut pending = Pending {
             gw: self.gw.clone(),
             route,
+            label,
             method: req.method().clone(),
             client_ip: req
                 .extensions()
@@ -107,6 +108,7 @@ where
 struct Pending {
     gw: Arc<Gateway>,
     route: Arc<Route>,
+    label: Arc<str>,
     method: Method,
     client_ip: IpAddr,
     request_id: Option<HeaderValue>,
@@ -128,15 +130,22 @@ impl Pending {
         let bytes_in = self.bytes_in.get();
         gw.metrics
             .requests
-            .with_label_values(&[&*self.route.label, self.method.as_str(), status.as_str()])
+            .with_label_values(&[&*self.label, self.method.as_str(), status.as_str()])
             .inc();
-        self.route.duration.observe(latency.as_secs_f64());
+        if Arc::ptr_eq(&self.label, &self.route.label) {
+            self.route.duration.observe(latency.as_secs_f64());
+        } else {
+            gw.metrics
+                .request_duration
+                .with_label_values(&[&*self.label])
+                .observe(latency.as_secs_f64());
+        }
         if gw.access_log {
             tracing::info!(
                 target: "access",
                 id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
                 method = self.method.as_str(),
-                route = &*self.route.label,
+                route = &*self.label,
                 status = self.status,
                 latency_ms = latency.as_micros() as f64 / 1000.0,
                 backend = self.backend.as_deref().unwrap_or("-"),
@@ -148,7 +157,7 @@ impl Pending {
             );
         }
         gw.sink.record(TrafficEvent {
-            route: self.route.label.clone(),
+            route: self.label.clone(),
             backend: self.backend.take(),
             method: self.method.clone(),
             status: self.status,

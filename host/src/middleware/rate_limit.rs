@@ -1,5 +1,7 @@
-//! Static token-bucket limits per route and key. Allowed responses carry
-//! `X-RateLimit-Limit`/`-Remaining`; refused requests get 429 with `Retry-After` too.
+//! Rate limits. Once the analyzer has learned a route's limit, that limit applies to the
+//! whole route; until then (cold start) the route's static token bucket per key applies.
+//! Allowed responses carry `X-RateLimit-Limit`/`-Remaining`; refused requests get 429 with
+//! `Retry-After` too.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -15,6 +17,7 @@ use crate::auth::{API_KEY_HEADER, Identity};
 use crate::body::Body;
 use crate::config::RateLimitKey;
 use crate::error::GatewayError;
+use crate::gateway::Route;
 use crate::ratelimit::Decision;
 
 pub const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -64,6 +67,11 @@ where
         else {
             return Box::pin(self.inner.call(req));
         };
+        let now = Instant::now();
+        if let Some(decision) = route.adaptive.check(now) {
+            let limit = route.adaptive.get().map_or(0, |l| l.round() as u32);
+            return self.decide(req, &route, decision, limit);
+        }
         let Some(limiter) = &route.limiter else {
             return Box::pin(self.inner.call(req));
         };
@@ -84,8 +92,25 @@ where
                 _ => Key::Ip(ip),
             },
         };
+        let decision = limiter.check(key, now);
         let limit = limiter.requests_per_minute;
-        match limiter.check(key, Instant::now()) {
+        self.decide(req, &route, decision, limit)
+    }
+}
+
+impl<S> RateLimit<S>
+where
+    S: Service<Req, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    fn decide(
+        &mut self,
+        req: Req,
+        route: &Route,
+        decision: Decision,
+        limit: u32,
+    ) -> BoxFuture<Response<Body>> {
+        match decision {
             Decision::Allowed { remaining } => {
                 let fut = self.inner.call(req);
                 Box::pin(async move {

@@ -1,5 +1,6 @@
 //! Finds the route for the request path and attaches it for the layers below. Paths no
-//! route matches get the unmatched pseudo-route, which the proxy answers with 404.
+//! route matches get the unmatched pseudo-route, which the proxy answers with 404, and are
+//! named by their normalised path.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,6 +14,9 @@ use crate::gateway::{Gateway, Route};
 #[derive(Clone)]
 pub struct MatchedRoute {
     pub route: Arc<Route>,
+    /// The request's route name in logs, metrics and analytics: the route's pattern, or for
+    /// unmatched requests the normalised path.
+    pub label: Arc<str>,
     /// Bytes of the path covered by the route's prefix (for `strip_prefix`).
     pub prefix_len: usize,
 }
@@ -54,9 +58,12 @@ impl<S: Service<Req>> Service<Req> for RouteService<S> {
     }
 
     fn call(&mut self, mut req: Req) -> S::Future {
-        let (route, prefix_len) = self.gw.route_for(req.uri().path());
-        req.extensions_mut()
-            .insert(MatchedRoute { route, prefix_len });
+        let (route, label, prefix_len) = self.gw.route_for(req.uri().path());
+        req.extensions_mut().insert(MatchedRoute {
+            route,
+            label,
+            prefix_len,
+        });
         self.inner.call(req)
     }
 }

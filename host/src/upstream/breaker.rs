@@ -6,10 +6,15 @@
 //! Half-open: up to `half_open_probes` requests go through as probes; when that many succeed
 //! the breaker closes, and one failure opens it again.
 //!
+//! The error-rate threshold can be learned: the analyzer sets one for the backend (from its
+//! baseline) and one per route that uses it (from the route's baseline); each is checked
+//! against its own rolling window. Until a threshold is learned, `error_rate` applies to
+//! the backend and routes have no rule of their own.
+//!
 //! Every method takes `now`, so tests drive the clock by hand.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::BreakerConfig;
@@ -61,6 +66,10 @@ pub struct Breaker {
     settings: BreakerConfig,
     /// Mirror of the phase, readable without the lock.
     state: AtomicU8,
+    /// Learned error-rate threshold for the backend (f64 bits; 0 = not learned).
+    threshold: AtomicU64,
+    /// Learned thresholds of the routes using this backend, by route slot.
+    route_thresholds: Box<[AtomicU64]>,
     inner: Mutex<Inner>,
 }
 
@@ -68,6 +77,7 @@ struct Inner {
     phase: Phase,
     consecutive_failures: u32,
     window: Window,
+    route_windows: Vec<Window>,
 }
 
 enum Phase {
@@ -79,17 +89,52 @@ enum Phase {
 // === impl Breaker ===
 
 impl Breaker {
-    pub fn new(settings: BreakerConfig, now: Instant) -> Self {
+    /// A closed breaker; `route_slots` is the number of routes that use the backend.
+    pub fn new(settings: BreakerConfig, now: Instant, route_slots: usize) -> Self {
         let window = Window::new(settings.window, now);
         Self {
-            settings,
             state: AtomicU8::new(BreakerState::Closed as u8),
+            threshold: AtomicU64::new(0),
+            route_thresholds: (0..route_slots).map(|_| AtomicU64::new(0)).collect(),
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
                 consecutive_failures: 0,
+                route_windows: (0..route_slots)
+                    .map(|_| Window::new(settings.window, now))
+                    .collect(),
                 window,
             }),
+            settings,
         }
+    }
+
+    /// Sets (or, with `None`, forgets) the learned backend threshold.
+    pub fn set_threshold(&self, threshold: Option<f64>) {
+        self.threshold.store(encode(threshold), Ordering::Relaxed);
+    }
+
+    /// Sets (or forgets) the learned threshold of the route in `slot`.
+    pub fn set_route_threshold(&self, slot: usize, threshold: Option<f64>) {
+        if let Some(t) = self.route_thresholds.get(slot) {
+            t.store(encode(threshold), Ordering::Relaxed);
+        }
+    }
+
+    /// The error-rate threshold in force for the backend (0 = the rule is off).
+    pub fn threshold(&self) -> f64 {
+        decode(self.threshold.load(Ordering::Relaxed)).unwrap_or(self.settings.error_rate)
+    }
+
+    /// Whether the backend threshold in force was learned.
+    pub fn threshold_learned(&self) -> bool {
+        decode(self.threshold.load(Ordering::Relaxed)).is_some()
+    }
+
+    /// The learned threshold of the route in `slot`, if any.
+    pub fn route_threshold(&self, slot: usize) -> Option<f64> {
+        self.route_thresholds
+            .get(slot)
+            .and_then(|t| decode(t.load(Ordering::Relaxed)))
     }
 
     /// The current state, without taking the lock.
@@ -128,8 +173,14 @@ impl Breaker {
         }
     }
 
-    /// Reports how a request sent under `permit` went.
-    pub fn record(&self, permit: Permit, success: bool, now: Instant) -> Option<Transition> {
+    /// Reports how a request sent under `permit` went; `slot` is its route's slot.
+    pub fn record(
+        &self,
+        permit: Permit,
+        success: bool,
+        now: Instant,
+        slot: Option<usize>,
+    ) -> Option<Transition> {
         let mut inner = self.lock();
         let s = &self.settings;
         match (&mut inner.phase, permit) {
@@ -149,24 +200,36 @@ impl Breaker {
                     inner.phase = Phase::Closed;
                     inner.consecutive_failures = 0;
                     inner.window.reset(now);
+                    for w in &mut inner.route_windows {
+                        w.reset(now);
+                    }
                     return self.set_state(BreakerState::Closed);
                 }
                 None
             }
             (Phase::Closed, _) => {
                 inner.window.add(success, now);
+                let route = slot.and_then(|i| {
+                    let w = inner.route_windows.get_mut(i)?;
+                    w.add(success, now);
+                    Some((i, w.totals()))
+                });
                 if success {
                     inner.consecutive_failures = 0;
                     return None;
                 }
                 inner.consecutive_failures += 1;
-                let (total, failures) = inner.window.totals();
+                let min = u64::from(s.min_requests.max(1));
+                let over = |(total, failures): (u64, u64), threshold: f64| {
+                    threshold > 0.0 && total >= min && failures as f64 / total as f64 >= threshold
+                };
                 let by_count = s.consecutive_failures > 0
                     && inner.consecutive_failures >= s.consecutive_failures;
-                let by_rate = s.error_rate > 0.0
-                    && total >= u64::from(s.min_requests.max(1))
-                    && failures as f64 / total as f64 >= s.error_rate;
-                if by_count || by_rate {
+                let by_rate = over(inner.window.totals(), self.threshold());
+                let by_route_rate = route
+                    .and_then(|(i, totals)| Some(over(totals, self.route_threshold(i)?)))
+                    .unwrap_or(false);
+                if by_count || by_rate || by_route_rate {
                     return self.trip(&mut inner, now);
                 }
                 None
@@ -191,6 +254,9 @@ impl Breaker {
         };
         inner.consecutive_failures = 0;
         inner.window.reset(now);
+        for w in &mut inner.route_windows {
+            w.reset(now);
+        }
         self.set_state(BreakerState::Open)
     }
 
@@ -204,6 +270,17 @@ impl Breaker {
         // are still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn encode(threshold: Option<f64>) -> u64 {
+    threshold
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map_or(0, |t| t.min(1.0).to_bits())
+}
+
+fn decode(bits: u64) -> Option<f64> {
+    let t = f64::from_bits(bits);
+    (t > 0.0).then_some(t)
 }
 
 // === impl Window ===

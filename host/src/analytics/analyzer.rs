@@ -1,0 +1,306 @@
+//! The analyzer: on every tick it reads each route's and backend's buckets, computes
+//! baselines over the window, compares the most recent complete bucket against them, and
+//! runs the policies: anomalies, per-route limits, breaker thresholds. On its own timer,
+//! [`Analyzer::rebalance`] turns backend baselines into balancer weights.
+//!
+//! `tick` and `rebalance` take the time as an argument, so tests drive them by hand.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::anomaly::AnomalyLog;
+use super::baseline::{baseline, window};
+use super::bucket::{UnixMs, align};
+use super::store::{SeriesKey, SeriesKind, TrafficStore};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::policy::builtin;
+use crate::policy::types::{BackendStats, Baseline, LimitDecision, Window};
+use crate::upstream::breaker::BreakerState;
+
+/// What one tick learned.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Analysis {
+    /// When the tick ran (ms since the Unix epoch).
+    pub at_ms: UnixMs,
+    /// Start of the bucket under test.
+    pub bucket_ms: UnixMs,
+    pub routes: Vec<SeriesReport>,
+    pub backends: Vec<SeriesReport>,
+}
+
+/// One route's or backend's baseline and latest bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesReport {
+    pub name: Arc<str>,
+    /// Start of the oldest bucket seen, if any.
+    pub first_seen_ms: Option<UnixMs>,
+    /// What is normal: the window without the buckets of an ongoing anomaly. Anomalies,
+    /// limits and breaker thresholds are judged against it.
+    pub baseline: Baseline,
+    /// Everything the window saw, anomalies included. Backend weights follow it, so a
+    /// slowdown shifts traffic at once.
+    pub observed: Baseline,
+    pub current: Window,
+}
+
+impl Analysis {
+    pub fn route(&self, name: &str) -> Option<&SeriesReport> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&SeriesReport> {
+        self.backends.iter().find(|r| &*r.name == name)
+    }
+}
+
+pub struct Analyzer {
+    gw: Arc<Gateway>,
+    store: Arc<dyn TrafficStore>,
+    config: Arc<Config>,
+    pub anomalies: Mutex<AnomalyLog>,
+    latest: ArcSwap<Analysis>,
+}
+
+impl Analyzer {
+    pub fn new(gw: Arc<Gateway>, store: Arc<dyn TrafficStore>, config: Arc<Config>) -> Self {
+        let history_ms = ms(config.analytics.anomaly.history);
+        let anomalies = Mutex::new(AnomalyLog::new(history_ms, gw.metrics.clone()));
+        Self {
+            gw,
+            store,
+            config,
+            anomalies,
+            latest: ArcSwap::from_pointee(Analysis::default()),
+        }
+    }
+
+    /// The result of the latest tick.
+    pub fn latest(&self) -> Arc<Analysis> {
+        self.latest.load_full()
+    }
+
+    pub fn store(&self) -> &Arc<dyn TrafficStore> {
+        &self.store
+    }
+
+    pub fn anomalies(&self) -> std::sync::MutexGuard<'_, AnomalyLog> {
+        self.anomalies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Recomputes every baseline, runs the policies and publishes their decisions.
+    pub fn tick(&self, now: UnixMs) -> Arc<Analysis> {
+        let timer = self.gw.metrics.analyzer_tick.start_timer();
+        let an = &self.config.analytics;
+        let interval = ms(an.bucket_interval).max(1);
+        let bucket_ms = align(now, interval) - interval;
+        let from = bucket_ms - ms(an.window);
+
+        let learn_after = ms(an.anomaly.learn_after);
+        let report = |key: SeriesKey, first_seen: Option<UnixMs>| {
+            let buckets = self.store.buckets(&key, from, bucket_ms + interval);
+            let (under_test, history): (Vec<_>, Vec<_>) =
+                buckets.into_iter().partition(|b| b.start == bucket_ms);
+            let first = first_seen.unwrap_or(bucket_ms);
+            let observed = baseline(&history, from, bucket_ms, first, interval);
+            // While an anomaly lasts (up to `learn_after`), its buckets are not normal.
+            let since = self
+                .anomalies()
+                .active_since(&key)
+                .filter(|s| bucket_ms - s < learn_after);
+            let learned = match since {
+                Some(since) => {
+                    let before: Vec<_> = history
+                        .iter()
+                        .filter(|b| b.start < since)
+                        .cloned()
+                        .collect();
+                    let mut b = baseline(&before, from, since, first, interval);
+                    b.history_seconds = observed.history_seconds;
+                    b
+                }
+                None => observed.clone(),
+            };
+            SeriesReport {
+                name: key.name().clone(),
+                first_seen_ms: first_seen,
+                baseline: learned,
+                observed,
+                current: window(under_test.first(), bucket_ms, interval),
+            }
+        };
+        let routes = self.series(
+            SeriesKind::Route,
+            self.gw.routes.iter().map(|r| r.label.clone()),
+        );
+        let backends = self.series(
+            SeriesKind::Backend,
+            self.gw.backends.iter().map(|b| b.label.clone()),
+        );
+        let analysis = Arc::new(Analysis {
+            at_ms: now,
+            bucket_ms,
+            routes: routes
+                .into_iter()
+                .map(|(n, f)| report(SeriesKey::Route(n), f))
+                .collect(),
+            backends: backends
+                .into_iter()
+                .map(|(n, f)| report(SeriesKey::Backend(n), f))
+                .collect(),
+        });
+
+        self.detect_anomalies(&analysis);
+        self.publish_limits(&analysis);
+        self.publish_thresholds(&analysis);
+        self.latest.store(analysis.clone());
+        timer.observe_duration();
+        analysis
+    }
+
+    /// Configured names plus every name the store knows, with when each was first seen.
+    fn series(
+        &self,
+        kind: SeriesKind,
+        configured: impl Iterator<Item = Arc<str>>,
+    ) -> Vec<(Arc<str>, Option<UnixMs>)> {
+        let known = self.store.series(kind);
+        let mut names: BTreeSet<Arc<str>> = configured.collect();
+        names.extend(known.iter().map(|(n, _)| n.clone()));
+        names
+            .into_iter()
+            .map(|n| {
+                let first = known.iter().find(|(k, _)| *k == n).map(|(_, f)| *f);
+                (n, first)
+            })
+            .collect()
+    }
+
+    fn detect_anomalies(&self, analysis: &Analysis) {
+        let at = analysis.bucket_ms;
+        let cfg = &self.config.analytics.anomaly;
+        let mut log = self.anomalies();
+        let all = analysis
+            .routes
+            .iter()
+            .map(|r| (SeriesKey::Route(r.name.clone()), r))
+            .chain(
+                analysis
+                    .backends
+                    .iter()
+                    .map(|r| (SeriesKey::Backend(r.name.clone()), r)),
+            );
+        for (key, report) in all {
+            let findings = builtin::anomalies(
+                &report.current,
+                &report.baseline,
+                cfg.z_threshold,
+                cfg.min_samples,
+            );
+            log.observe(&key, &findings, at);
+        }
+        let evaluated = |k: &SeriesKey| match k {
+            SeriesKey::Route(n) => analysis.route(n).is_some(),
+            SeriesKey::Backend(n) => analysis.backend(n).is_some(),
+        };
+        log.end_unseen(&evaluated, at);
+    }
+
+    fn publish_limits(&self, analysis: &Analysis) {
+        let cfg = &self.config.adaptive_rate_limit;
+        for route in &self.gw.routes {
+            let decision = match analysis.route(&route.label) {
+                Some(r) if cfg.enabled => builtin::rate_limit(&r.baseline, cfg),
+                _ => LimitDecision::Learning,
+            };
+            route.adaptive.set(match decision {
+                LimitDecision::Limit(v) => Some(v),
+                LimitDecision::Learning | LimitDecision::Unlimited => None,
+            });
+            route.limit_gauge.set(route.current_limit().unwrap_or(0.0));
+        }
+    }
+
+    fn publish_thresholds(&self, analysis: &Analysis) {
+        let cfg = &self.config.circuit_breaker.adaptive;
+        let learned = |r: Option<&SeriesReport>| -> Option<f64> {
+            let r = r?;
+            let learned = cfg.enabled
+                && r.baseline.requests > 0
+                && r.baseline.history_seconds >= cfg.learning_period.as_secs_f64();
+            learned.then(|| builtin::breaker_threshold(r.baseline.overall_error_rate, cfg))
+        };
+        let gauge = |backend: &str, route: &str, value: f64| {
+            self.gw
+                .metrics
+                .circuit_threshold
+                .with_label_values(&[backend, route])
+                .set(value);
+        };
+        for backend in &self.gw.backends {
+            backend
+                .breaker
+                .set_threshold(learned(analysis.backend(&backend.label)));
+            gauge(&backend.label, "*", backend.breaker.threshold());
+            for (slot, route_id) in backend.routes.iter().enumerate() {
+                let Some(route) = self.gw.routes.get(*route_id) else {
+                    continue;
+                };
+                let threshold = learned(analysis.route(&route.label));
+                backend.breaker.set_route_threshold(slot, threshold);
+                if let Some(t) = threshold {
+                    gauge(&backend.label, &route.label, t);
+                }
+            }
+        }
+    }
+
+    /// Recomputes every upstream's backend weights from the latest baselines.
+    pub fn rebalance(&self) {
+        let cfg = &self.config.weighted_lb;
+        if !cfg.enabled {
+            return;
+        }
+        let analysis = self.latest();
+        for (name, upstream) in &self.gw.upstreams {
+            let mut stats = Vec::with_capacity(upstream.backends.len());
+            let mut learning = Vec::with_capacity(upstream.backends.len());
+            for b in &upstream.backends {
+                let baseline = analysis
+                    .backend(&b.label)
+                    .map(|r| r.observed.clone())
+                    .unwrap_or_default();
+                learning.push(baseline.history_seconds < cfg.learning_period.as_secs_f64());
+                stats.push(BackendStats {
+                    backend: b.label.to_string(),
+                    baseline,
+                    breaker_open: b.breaker.state() == BreakerState::Open,
+                });
+            }
+            if learning.iter().all(|l| *l) {
+                // Nothing learned yet: keep strict round-robin.
+                upstream.balancer.set_weights(None);
+                continue;
+            }
+            let weights = builtin::weights(&stats, &learning, cfg.min_share);
+            for (b, w) in upstream.backends.iter().zip(&weights) {
+                self.gw
+                    .metrics
+                    .backend_weight
+                    .with_label_values(&[name.as_str(), &*b.label])
+                    .set(*w);
+            }
+            upstream.balancer.set_weights(Some(weights));
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+//! SQLite persistence for the memory store: completed buckets are written in batches by a
+//! writer thread (WAL mode), so the recorder never waits on disk; on start the file is read
+//! back so baselines survive a restart.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, params};
+
+use super::bucket::{Bucket, UnixMs};
+use super::histogram::Histogram;
+use super::store::{Persist, SeriesKey};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS buckets (
+    kind INTEGER NOT NULL,          -- 0 route, 1 backend
+    name TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    latency_total_us INTEGER NOT NULL,
+    latency_max_us INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    latency BLOB NOT NULL,          -- histogram: (u16 bin, u32 count) little-endian pairs
+    PRIMARY KEY (kind, name, start_ms)
+) WITHOUT ROWID;
+";
+
+#[derive(Debug, thiserror::Error)]
+#[error("analytics store {path}: {source}")]
+pub struct SqliteError {
+    path: String,
+    source: rusqlite::Error,
+}
+
+enum Op {
+    Save(SeriesKey, Bucket),
+    Replace(SeriesKey, UnixMs, UnixMs, Bucket),
+    Expire(UnixMs),
+    /// Answered once everything sent before it is committed.
+    Sync(Sender<()>),
+}
+
+/// Handle to the writer thread.
+pub struct SqlitePersist {
+    tx: Mutex<Option<Sender<Op>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Opens (or creates) the database and reads back every bucket that starts at or after
+/// `since`.
+pub fn open(
+    path: &Path,
+    since: UnixMs,
+) -> Result<(SqlitePersist, Vec<(SeriesKey, Bucket)>), SqliteError> {
+    let err = |source| SqliteError {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    let loaded = load(&conn, since).map_err(err)?;
+    let (tx, rx) = channel();
+    let writer = std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || write_loop(conn, rx))
+        .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+    Ok((
+        SqlitePersist {
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        },
+        loaded,
+    ))
+}
+
+fn load(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<(SeriesKey, Bucket)>> {
+    let mut stmt = conn.prepare(
+        "SELECT kind, name, start_ms, interval_ms, requests, errors, latency_total_us,
+                latency_max_us, bytes_in, bytes_out, latency
+         FROM buckets WHERE start_ms >= ?1 ORDER BY start_ms",
+    )?;
+    let rows = stmt.query_map([since], |row| {
+        let kind: i64 = row.get(0)?;
+        let name: String = row.get(1)?;
+        let blob: Vec<u8> = row.get(10)?;
+        let u = |i| row.get::<_, i64>(i).map(|v| v.max(0) as u64);
+        Ok((
+            kind,
+            name,
+            blob,
+            Bucket {
+                start: row.get(2)?,
+                interval_ms: row.get(3)?,
+                requests: u(4)?,
+                errors: u(5)?,
+                latency_total_us: u(6)?,
+                latency_max_us: u(7)?,
+                bytes_in: u(8)?,
+                bytes_out: u(9)?,
+                latency: Histogram::default(),
+            },
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, name, blob, mut bucket) = row?;
+        let key = match kind {
+            0 => SeriesKey::Route(name.into()),
+            1 => SeriesKey::Backend(name.into()),
+            _ => continue,
+        };
+        let Some(hist) = Histogram::decode(&blob) else {
+            tracing::warn!(series = ?key, start = bucket.start, "skipping a bucket with a damaged histogram");
+            continue;
+        };
+        if bucket.interval_ms <= 0 {
+            continue;
+        }
+        bucket.latency = hist;
+        out.push((key, bucket));
+    }
+    Ok(out)
+}
+
+fn kind_name(key: &SeriesKey) -> (i64, &str) {
+    match key {
+        SeriesKey::Route(n) => (0, n),
+        SeriesKey::Backend(n) => (1, n),
+    }
+}
+
+fn write_loop(mut conn: Connection, rx: Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(10_000));
+        let mut replies = Vec::new();
+        if let Err(e) = apply(&mut conn, batch, &mut replies) {
+            tracing::error!(error = %e, "writing analytics buckets to SQLite failed");
+        }
+        for reply in replies {
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn apply(
+    conn: &mut Connection,
+    batch: Vec<Op>,
+    replies: &mut Vec<Sender<()>>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO buckets VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        let mut delete_range =
+            tx.prepare_cached("DELETE FROM buckets WHERE kind = ?1 AND name = ?2 AND start_ms >= ?3 AND start_ms < ?4")?;
+        let mut save = |key: &SeriesKey, b: &Bucket| {
+            let (kind, name) = kind_name(key);
+            let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            insert.execute(params![
+                kind,
+                name,
+                b.start,
+                b.interval_ms,
+                i(b.requests),
+                i(b.errors),
+                i(b.latency_total_us),
+                i(b.latency_max_us),
+                i(b.bytes_in),
+                i(b.bytes_out),
+                b.latency.encode(),
+            ])
+        };
+        for op in batch {
+            match op {
+                Op::Save(key, b) => {
+                    save(&key, &b)?;
+                }
+                Op::Replace(key, from, to, b) => {
+                    let (kind, name) = kind_name(&key);
+                    delete_range.execute(params![kind, name, from, to])?;
+                    save(&key, &b)?;
+                }
+                Op::Expire(before) => {
+                    tx.execute("DELETE FROM buckets WHERE start_ms < ?1", [before])?;
+                }
+                Op::Sync(reply) => replies.push(reply),
+            }
+        }
+    }
+    tx.commit()
+}
+
+impl SqlitePersist {
+    fn send(&self, op: Op) {
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(op);
+        }
+    }
+
+    /// Waits until everything sent so far is on disk.
+    pub fn sync(&self) {
+        let (reply, done) = channel();
+        self.send(Op::Sync(reply));
+        let _ = done.recv();
+    }
+
+    /// Writes what is queued and stops the writer thread.
+    pub fn close(&self) {
+        self.sync();
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Persist for SqlitePersist {
+    fn save(&self, key: &SeriesKey, bucket: &Bucket) {
+        self.send(Op::Save(key.clone(), bucket.clone()));
+    }
+
+    fn replace(&self, key: &SeriesKey, from: UnixMs, to: UnixMs, bucket: &Bucket) {
+        self.send(Op::Replace(key.clone(), from, to, bucket.clone()));
+    }
+
+    fn expire(&self, before: UnixMs) {
+        self.send(Op::Expire(before));
+    }
+
+    fn sync(&self) {
+        SqlitePersist::sync(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::bucket::Sample;
+    use crate::analytics::store::{MemoryStore, Record, StoreSettings, TrafficStore};
+    use std::sync::Arc;
+
+    fn settings() -> StoreSettings {
+        StoreSettings {
+            interval_ms: 1000,
+            retention_ms: 3_600_000,
+            rollup_after_ms: 600_000,
+            rollup_interval_ms: 60_000,
+        }
+    }
+
+    fn rec(route: &str, at: UnixMs, latency_us: u64) -> Record {
+        Record {
+            route: route.into(),
+            backend: Some("http://b:1".into()),
+            at,
+            sample: Sample {
+                error: latency_us > 5000,
+                latency_us,
+                bytes_in: 3,
+                bytes_out: 7,
+            },
+        }
+    }
+
+    #[test]
+    fn completed_and_in_progress_buckets_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let before = {
+            let (persist, loaded) = open(&path, 0).unwrap();
+            assert!(loaded.is_empty());
+            let persist = Arc::new(persist);
+            let store = MemoryStore::new(settings(), Some(Box::new(persist.clone())));
+            store.record(&[
+                rec("/a", 10_100, 1000),
+                rec("/a", 10_900, 9000),
+                rec("/a", 11_200, 2000),
+            ]);
+            store.maintain(11_500); // closes the 10 s bucket
+            store.flush(); // saves the 11 s bucket in progress
+            persist.close();
+            store.buckets(&SeriesKey::Route("/a".into()), 0, i64::MAX)
+        };
+        let (persist, loaded) = open(&path, 0).unwrap();
+        let store = MemoryStore::new(settings(), Some(Box::new(persist)));
+        assert_eq!(
+            loaded.len(),
+            4,
+            "two buckets each for the route and the backend"
+        );
+        store.load(loaded, 11_600);
+        let after = store.buckets(&SeriesKey::Route("/a".into()), 0, i64::MAX);
+        assert_eq!(after, before);
+        // The bucket in progress goes on filling.
+        store.record(&[rec("/a", 11_700, 1000)]);
+        assert_eq!(
+            store.buckets(&SeriesKey::Route("/a".into()), 11_000, 12_000)[0].requests,
+            2
+        );
+    }
+
+    #[test]
+    fn expiry_and_rollups_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let (persist, _) = open(&path, 0).unwrap();
+            let persist = Arc::new(persist);
+            let store = MemoryStore::new(settings(), Some(Box::new(persist.clone())));
+            for t in 0..5 {
+                store.record(&[rec("/old", t * 1000, 100)]);
+            }
+            store.record(&[rec("/new", 2_900_000, 100)]);
+            store.maintain(3_600_500); // /old expired; /new rolled up into a 1-minute bucket
+            persist.close();
+        }
+        let (_, loaded) = open(&path, 0).unwrap();
+        let routes: Vec<_> = loaded
+            .iter()
+            .filter(|(k, _)| matches!(k, SeriesKey::Route(_)))
+            .map(|(k, b)| (k.name().to_string(), b.start, b.interval_ms))
+            .collect();
+        assert_eq!(routes, [("/new".to_owned(), 2_880_000, 60_000)]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        std::fs::write(
+            &path,
+            b"this is not a database, not even close, it is just text",
+        )
+        .unwrap();
+        assert!(open(&path, 0).is_err());
+    }
+}

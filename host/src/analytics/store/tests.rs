@@ -1,0 +1,165 @@
+use std::sync::Mutex;
+
+use super::*;
+
+const SEC: i64 = 1000;
+
+fn settings() -> StoreSettings {
+    StoreSettings {
+        interval_ms: SEC,
+        retention_ms: 100 * SEC,
+        rollup_after_ms: 20 * SEC,
+        rollup_interval_ms: 10 * SEC,
+    }
+}
+
+fn rec(route: &str, backend: Option<&str>, at: UnixMs, latency_us: u64, error: bool) -> Record {
+    Record {
+        route: route.into(),
+        backend: backend.map(Into::into),
+        at,
+        sample: Sample {
+            error,
+            latency_us,
+            bytes_in: 1,
+            bytes_out: 2,
+        },
+    }
+}
+
+fn route(name: &str) -> SeriesKey {
+    SeriesKey::Route(name.into())
+}
+
+#[test]
+fn requests_land_in_the_bucket_of_their_interval() {
+    let s = MemoryStore::new(settings(), None);
+    s.record(&[
+        rec("/a", Some("b1"), 1_000, 100, false),
+        rec("/a", Some("b1"), 1_999, 300, true),
+        rec("/a", Some("b2"), 2_000, 500, false),
+    ]);
+    let b = s.buckets(&route("/a"), 0, 10 * SEC);
+    assert_eq!(b.len(), 2);
+    assert_eq!((b[0].start, b[0].requests, b[0].errors), (1_000, 2, 1));
+    assert_eq!((b[1].start, b[1].requests), (2_000, 1));
+    assert_eq!(
+        s.buckets(&SeriesKey::Backend("b1".into()), 0, 10 * SEC)[0].requests,
+        2
+    );
+    assert_eq!(
+        s.buckets(&SeriesKey::Backend("b2".into()), 0, 10 * SEC)[0].start,
+        2_000
+    );
+    let names: Vec<_> = s
+        .series(SeriesKind::Backend)
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(names, ["b1", "b2"]);
+    assert_eq!(
+        s.series(SeriesKind::Route)[0].1,
+        1_000,
+        "first bucket dates the series"
+    );
+}
+
+#[test]
+fn range_queries_are_half_open() {
+    let s = MemoryStore::new(settings(), None);
+    for t in [1_000, 2_000, 3_000] {
+        s.record(&[rec("/a", None, t, 1, false)]);
+    }
+    let starts: Vec<_> = s
+        .buckets(&route("/a"), 2_000, 3_000)
+        .iter()
+        .map(|b| b.start)
+        .collect();
+    assert_eq!(starts, [2_000]);
+}
+
+#[test]
+fn maintain_closes_finished_buckets_and_persists_them() {
+    #[derive(Default)]
+    struct Saved(Mutex<Vec<(SeriesKey, UnixMs, u64)>>);
+    impl Persist for Saved {
+        fn save(&self, key: &SeriesKey, b: &Bucket) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((key.clone(), b.start, b.requests));
+        }
+        fn replace(&self, _: &SeriesKey, _: UnixMs, _: UnixMs, _: &Bucket) {}
+        fn expire(&self, _: UnixMs) {}
+    }
+    let saved = Arc::new(Saved::default());
+    let s = MemoryStore::new(settings(), Some(Box::new(saved.clone())));
+    s.record(&[rec("/a", None, 5_500, 1, false)]);
+    s.maintain(5_999);
+    assert!(
+        saved.0.lock().unwrap().is_empty(),
+        "bucket still in progress"
+    );
+    s.maintain(6_000);
+    assert_eq!(*saved.0.lock().unwrap(), [(route("/a"), 5_000, 1)]);
+}
+
+#[test]
+fn old_buckets_expire_and_empty_series_disappear() {
+    let s = MemoryStore::new(settings(), None);
+    s.record(&[
+        rec("/old", None, 1_000, 1, false),
+        rec("/new", None, 150_000, 1, false),
+    ]);
+    s.maintain(150_500);
+    assert!(s.buckets(&route("/old"), 0, i64::MAX).is_empty());
+    assert_eq!(s.series(SeriesKind::Route).len(), 1);
+}
+
+#[test]
+fn old_buckets_roll_up_and_keep_their_totals() {
+    let s = MemoryStore::new(settings(), None);
+    for t in (0..30).map(|i| i * SEC) {
+        s.record(&[rec("/a", None, t, 1000 + t as u64, t % 2000 == 0)]);
+    }
+    // At t = 40 s, buckets before 20 s roll up into 10 s buckets.
+    s.maintain(40 * SEC);
+    let b = s.buckets(&route("/a"), 0, i64::MAX);
+    let shape: Vec<_> = b
+        .iter()
+        .map(|b| (b.start, b.interval_ms, b.requests))
+        .collect();
+    let mut expected = vec![(0, 10 * SEC, 10), (10 * SEC, 10 * SEC, 10)];
+    expected.extend((20..30).map(|i| (i * SEC, SEC, 1)));
+    assert_eq!(shape, expected);
+    assert_eq!(b[0].errors, 5);
+    assert_eq!(b[0].latency.count(), 10);
+    assert_eq!(b[0].latency_max_us, 10_000);
+    // A second pass later merges more into the existing coarse bucket.
+    s.maintain(45 * SEC);
+    let b = s.buckets(&route("/a"), 0, i64::MAX);
+    assert_eq!(b.iter().map(|b| b.requests).sum::<u64>(), 30);
+    assert_eq!(b.iter().filter(|b| b.start == 20 * SEC).count(), 1);
+}
+
+#[test]
+fn loading_resumes_the_bucket_in_progress() {
+    let s = MemoryStore::new(settings(), None);
+    let saved = |start, requests| Bucket {
+        start,
+        interval_ms: SEC,
+        requests,
+        ..Default::default()
+    };
+    s.load(
+        vec![
+            (route("/a"), saved(3_000, 4)),
+            (route("/a"), saved(1_000, 2)),
+        ],
+        3_500,
+    );
+    s.record(&[rec("/a", None, 3_600, 1, false)]);
+    let b = s.buckets(&route("/a"), 0, i64::MAX);
+    let shape: Vec<_> = b.iter().map(|b| (b.start, b.requests)).collect();
+    assert_eq!(shape, [(1_000, 2), (3_000, 5)]);
+}
