@@ -5,6 +5,7 @@
 
 mod support;
 
+mod adaptive;
 mod auth;
 mod breaker;
 mod config;

@@ -2,9 +2,11 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod load;
 
 pub use backend::Backend;
 pub use gateway::GatewayProc;
+pub use load::{Answer, count, load};
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,22 @@ where
     }
 }
 
+/// Polls `f` until it gives a value, failing the test after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The value of one sample in Prometheus text, e.g. `gateway_circuit_state{backend="…"}`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -50,4 +68,28 @@ pub fn yaml(rest: &str) -> String {
 /// The echo backend's JSON answer.
 pub async fn echoed(res: reqwest::Response) -> serde_json::Value {
     res.json().await.unwrap()
+}
+
+/// Analytics on fast-forward: 1 s buckets and ticks, seconds of learning.
+pub const FAST_ANALYTICS: &str = r#"
+analytics:
+  store: memory
+  bucket_interval: 1s
+  window: 12s
+  rollup_after: 1m
+  rollup_interval: 10s
+  analyzer_interval: 1s
+  anomaly: { z_threshold: 3.0, min_samples: 5, learn_after: 1m }
+adaptive_rate_limit: { multiplier: 3.0, min_limit: 10, max_limit: 100000, learning_period: 5s, burst_window: 1s }
+weighted_lb: { rebalance_interval: 1s, learning_period: 3s, min_share: 0.05 }
+"#;
+
+/// GETs an admin JSON endpoint.
+pub async fn admin_json(gw: &GatewayProc, path: &str) -> serde_json::Value {
+    reqwest::get(gw.admin_url(path))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
