@@ -85,9 +85,15 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    println!("{}: OK", path.display());
-    println!("listen {}  admin {}", config.listen, config.admin.listen);
-    println!("routes (longest prefix wins):");
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: OK", path.display());
+    let _ = writeln!(
+        out,
+        "listen {}  admin {}",
+        config.listen, config.admin.listen
+    );
+    let _ = writeln!(out, "routes (longest prefix wins):");
     for route in &config.routes {
         let backends = config
             .upstreams
@@ -108,7 +114,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 rl.key.as_str()
             )
         });
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<24} -> {} [{}]  auth={} rate_limit={} connect_timeout={:?} request_timeout={:?}{}",
             route.path,
             route.upstream,
@@ -128,6 +135,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             },
         );
     }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
     ExitCode::SUCCESS
 }
 

@@ -79,7 +79,7 @@ analytics:
   rollup_after: 1m
   rollup_interval: 10s
   analyzer_interval: 1s
-  anomaly: { z_threshold: 3.0, min_samples: 5, learn_after: 1m }
+  anomaly: { z_threshold: 3.0, min_samples: 5, learn_after: 1m, quiet_period: 3s }
 adaptive_rate_limit: { multiplier: 3.0, min_limit: 10, max_limit: 100000, learning_period: 5s, burst_window: 1s }
 weighted_lb: { rebalance_interval: 1s, learning_period: 3s, min_share: 0.05 }
 "#;

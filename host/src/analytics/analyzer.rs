@@ -68,7 +68,8 @@ pub struct Analyzer {
 impl Analyzer {
     pub fn new(gw: Arc<Gateway>, store: Arc<dyn TrafficStore>, config: Arc<Config>) -> Self {
         let history_ms = ms(config.analytics.anomaly.history);
-        let anomalies = Mutex::new(AnomalyLog::new(history_ms, gw.metrics.clone()));
+        let quiet_ms = ms(config.analytics.anomaly.quiet_period);
+        let anomalies = Mutex::new(AnomalyLog::new(history_ms, quiet_ms, gw.metrics.clone()));
         Self {
             gw,
             store,

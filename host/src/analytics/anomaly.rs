@@ -1,8 +1,10 @@
 //! Anomalies as events with a start and an end. The analyzer reports, on every tick, which
 //! metrics of each series are anomalous; a metric that was not anomalous on the previous
 //! tick *starts* an anomaly (one log line, one count, one broadcast, one history entry),
-//! one that stays anomalous only updates that entry, and one that is no longer anomalous
-//! *ends* it. A sustained spike is therefore one event, not one per tick.
+//! one that stays anomalous only updates that entry, and one that has been normal for the
+//! whole `quiet_period` *ends* it (dated from its first normal bucket). A sustained spike is
+//! therefore one event, not one per tick, and one that flickers around the threshold does
+//! not start a new event each time it comes back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -41,6 +43,9 @@ pub struct Anomaly {
     pub peak_z_score: f64,
     /// Ticks on which it was seen.
     pub ticks: u32,
+    /// Since when it has looked normal (it ends once that lasts `quiet_period`).
+    #[serde(skip)]
+    quiet_since: Option<UnixMs>,
 }
 
 /// What subscribers of the anomaly channel receive.
@@ -56,6 +61,7 @@ pub struct AnomalyLog {
     ended: VecDeque<Anomaly>,
     next_id: u64,
     history_ms: i64,
+    quiet_ms: i64,
     tx: broadcast::Sender<AnomalyNotice>,
     metrics: Metrics,
 }
@@ -74,13 +80,16 @@ pub struct Filter {
 }
 
 impl AnomalyLog {
-    pub fn new(history_ms: i64, metrics: Metrics) -> Self {
+    /// `history_ms`: how long ended anomalies are kept; `quiet_ms`: how long a metric must
+    /// look normal before its anomaly ends.
+    pub fn new(history_ms: i64, quiet_ms: i64, metrics: Metrics) -> Self {
         let (tx, _) = broadcast::channel(1024);
         Self {
             active: HashMap::new(),
             ended: VecDeque::new(),
             next_id: 1,
             history_ms,
+            quiet_ms,
             tx,
             metrics,
         }
@@ -104,6 +113,7 @@ impl AnomalyLog {
                 a.z_score = f.score;
                 a.peak_z_score = a.peak_z_score.max(f.score);
                 a.ticks += 1;
+                a.quiet_since = None;
                 continue;
             }
             let (route, backend) = match key {
@@ -124,6 +134,7 @@ impl AnomalyLog {
                 z_score: f.score,
                 peak_z_score: f.score,
                 ticks: 1,
+                quiet_since: None,
             };
             self.next_id += 1;
             self.announce_start(key, &a);
@@ -136,8 +147,15 @@ impl AnomalyLog {
             .cloned()
             .collect();
         for k in over {
-            if let Some(mut a) = self.active.remove(&k) {
-                a.ended_ms = Some(now);
+            let quiet_ms = self.quiet_ms;
+            let Some(a) = self.active.get_mut(&k) else {
+                continue;
+            };
+            let since = *a.quiet_since.get_or_insert(now);
+            if now - since >= quiet_ms
+                && let Some(mut a) = self.active.remove(&k)
+            {
+                a.ended_ms = Some(since);
                 self.announce_end(&k.0, &a);
                 self.ended.push_back(a);
             }
@@ -315,7 +333,7 @@ mod tests {
     #[test]
     fn a_sustained_anomaly_is_one_event_with_a_start_and_an_end() {
         let metrics = Metrics::new();
-        let mut log = AnomalyLog::new(86_400_000, metrics.clone());
+        let mut log = AnomalyLog::new(86_400_000, 0, metrics.clone());
         let mut rx = log.subscribe();
         log.observe(&route("/a"), &[finding(Metric::RequestRate, 4.0)], 1000);
         log.observe(&route("/a"), &[finding(Metric::RequestRate, 6.0)], 2000);
@@ -352,7 +370,7 @@ mod tests {
     #[test]
     fn metrics_and_series_are_tracked_separately() {
         let metrics = Metrics::new();
-        let mut log = AnomalyLog::new(86_400_000, metrics.clone());
+        let mut log = AnomalyLog::new(86_400_000, 0, metrics.clone());
         log.observe(
             &route("/a"),
             &[
@@ -392,8 +410,32 @@ mod tests {
     }
 
     #[test]
+    fn an_anomaly_ends_only_after_a_quiet_period() {
+        let mut log = AnomalyLog::new(86_400_000, 2000, Metrics::new());
+        let spike = [finding(Metric::RequestRate, 4.0)];
+        log.observe(&route("/a"), &spike, 1000);
+        log.observe(&route("/a"), &[], 2000);
+        log.observe(&route("/a"), &spike, 3000); // back within the quiet period: same event
+        log.observe(&route("/a"), &[], 4000);
+        log.observe(&route("/a"), &[], 5000);
+        assert!(
+            log.list(&Filter::default())[0].ended_ms.is_none(),
+            "1 s quiet < 2 s"
+        );
+        log.observe(&route("/a"), &[], 6000);
+        let all = log.list(&Filter::default());
+        assert_eq!(all.len(), 1, "one event: {all:?}");
+        assert_eq!(
+            all[0].ended_ms,
+            Some(4000),
+            "dated from the first normal bucket"
+        );
+        assert_eq!(all[0].ticks, 2);
+    }
+
+    #[test]
     fn history_is_bounded_in_time() {
-        let mut log = AnomalyLog::new(10_000, Metrics::new());
+        let mut log = AnomalyLog::new(10_000, 0, Metrics::new());
         log.observe(&route("/a"), &[finding(Metric::RequestRate, 4.0)], 0);
         log.observe(&route("/a"), &[], 1000);
         assert_eq!(log.list(&Filter::default()).len(), 1);
@@ -403,7 +445,7 @@ mod tests {
 
     #[test]
     fn filters_by_time() {
-        let mut log = AnomalyLog::new(86_400_000, Metrics::new());
+        let mut log = AnomalyLog::new(86_400_000, 0, Metrics::new());
         log.observe(&route("/a"), &[finding(Metric::RequestRate, 4.0)], 1000);
         log.observe(&route("/a"), &[], 2000);
         log.observe(&route("/a"), &[finding(Metric::RequestRate, 4.0)], 5000);
@@ -422,7 +464,7 @@ mod tests {
 
     #[test]
     fn series_that_vanish_end_their_anomalies() {
-        let mut log = AnomalyLog::new(86_400_000, Metrics::new());
+        let mut log = AnomalyLog::new(86_400_000, 0, Metrics::new());
         log.observe(&route("/gone"), &[finding(Metric::RequestRate, 4.0)], 1000);
         log.end_unseen(&|_| false, 2000);
         assert_eq!(log.list(&Filter::default())[0].ended_ms, Some(2000));

@@ -317,6 +317,10 @@ pub struct AnomalyConfig {
     /// becomes the new normal.
     #[serde(default = "defaults::learn_after", with = "duration")]
     pub learn_after: Duration,
+    /// An anomaly ends once its metric has looked normal this long; coming back sooner, it
+    /// is the same anomaly.
+    #[serde(default = "defaults::quiet_period", with = "duration")]
+    pub quiet_period: Duration,
 }
 
 /// Per-route limits learned from traffic: `baseline mean rate × multiplier`, clamped.
@@ -439,6 +443,7 @@ impl Default for AnomalyConfig {
             min_samples: defaults::min_samples(),
             history: defaults::anomaly_history(),
             learn_after: defaults::learn_after(),
+            quiet_period: defaults::quiet_period(),
         }
     }
 }
@@ -563,6 +568,9 @@ mod defaults {
     }
     pub fn anomaly_history() -> Duration {
         Duration::from_secs(24 * 3600)
+    }
+    pub fn quiet_period() -> Duration {
+        Duration::from_secs(120)
     }
     pub fn learn_after() -> Duration {
         Duration::from_secs(15 * 60)

@@ -27,7 +27,7 @@ analytics:
   rollup_after: 1m
   rollup_interval: 10s
   analyzer_interval: 1s
-  anomaly: {{ z_threshold: 3.0, min_samples: 5, learn_after: 5s }}
+  anomaly: {{ z_threshold: 3.0, min_samples: 5, learn_after: 5s, quiet_period: 1s }}
 adaptive_rate_limit: {{ enabled: {adaptive}, multiplier: 3.0, min_limit: 10, max_limit: 100000, learning_period: 10s }}
 circuit_breaker:
   adaptive: {{ learning_period: 10s }}
@@ -139,8 +139,10 @@ fn a_spike_starts_one_anomaly_which_ends_when_traffic_settles() {
             .any(|a| a.backend.as_deref() == Some(B1) && a.metric == Metric::RequestRate)
     );
 
-    traffic(&store, "/a", B1, T0 + 15 * SEC, 11, 0, 5);
-    analyzer.tick(T0 + 16 * SEC);
+    for s in 15..17 {
+        traffic(&store, "/a", B1, T0 + s * SEC, 11, 0, 5);
+        analyzer.tick(T0 + (s + 1) * SEC);
+    }
     let list = analyzer.anomalies().list(&Default::default());
     let ended = list
         .iter()

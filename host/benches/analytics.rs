@@ -1,0 +1,125 @@
+//! Benchmarks of the analytics hot spots: the record path (what every request pays) and
+//! one analyzer tick over 10,000 routes (what the background pays per tick).
+//!
+//! `cargo bench -p microgate --bench analytics`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use microgate::analytics::analyzer::Analyzer;
+use microgate::analytics::bucket::Sample;
+use microgate::analytics::recorder::recorder;
+use microgate::analytics::store::{MemoryStore, Record, StoreSettings, TrafficStore};
+use microgate::config::Config;
+use microgate::gateway::Gateway;
+use microgate::metrics::Metrics;
+use microgate::traffic::{Discard, TrafficEvent, TrafficSink};
+
+fn event() -> TrafficEvent {
+    TrafficEvent {
+        route: "/api/users/{id}".into(),
+        backend: Some("http://127.0.0.1:9001".into()),
+        method: http::Method::GET,
+        status: 200,
+        latency: Duration::from_micros(1234),
+        bytes_in: 0,
+        bytes_out: 512,
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        at: SystemTime::now(),
+        completed: true,
+    }
+}
+
+fn record_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record");
+    // The queue is drained by another thread, as in the gateway.
+    let (rec, mut rx) = recorder(1 << 16, prometheus::IntCounter::new("d", "d").unwrap());
+    let drain = std::thread::spawn(move || while rx.blocking_recv().is_some() {});
+    let ev = event();
+    g.bench_function("event into the queue (drained)", |b| {
+        b.iter(|| rec.record(black_box(ev.clone())))
+    });
+    drop(rec);
+    let _ = drain.join();
+
+    // A full queue: the event is dropped and counted, still without waiting.
+    let (full, _rx) = recorder(1, prometheus::IntCounter::new("d", "d").unwrap());
+    full.record(event());
+    g.bench_function("event dropped (queue full)", |b| {
+        b.iter(|| full.record(black_box(ev.clone())))
+    });
+
+    let store = MemoryStore::new(settings(), None);
+    let now = microgate::analytics::recorder::now_ms();
+    let batch: Vec<Record> = (0..1024)
+        .map(|i| Record {
+            route: format!("/r/{}", i % 100).into(),
+            backend: Some("http://b:1".into()),
+            at: now,
+            sample: Sample {
+                error: i % 50 == 0,
+                latency_us: 1000 + i,
+                bytes_in: 0,
+                bytes_out: 100,
+            },
+        })
+        .collect();
+    g.throughput(criterion::Throughput::Elements(1024));
+    g.bench_function("store: batch of 1024 records", |b| {
+        b.iter(|| store.record(black_box(&batch)))
+    });
+    g.finish();
+}
+
+fn settings() -> StoreSettings {
+    StoreSettings {
+        interval_ms: 60_000,
+        retention_ms: 48 * 3_600_000,
+        rollup_after_ms: 2 * 3_600_000,
+        rollup_interval_ms: 600_000,
+    }
+}
+
+fn analyzer_tick(c: &mut Criterion) {
+    const ROUTES: usize = 10_000;
+    const BUCKETS: i64 = 61; // one hour of one-minute buckets, plus the one under test
+    let config = Arc::new(Config::parse("analytics: { store: memory }\n", "bench").unwrap());
+    let gw = Arc::new(Gateway::new(&config, Metrics::new(), Arc::new(Discard)).unwrap());
+    let store = Arc::new(MemoryStore::new(settings(), None));
+    let end: i64 = 1_800_000_000_000; // a whole minute
+    let start = end - BUCKETS * 60_000;
+    for m in 0..BUCKETS {
+        let records: Vec<Record> = (0..ROUTES)
+            .flat_map(|r| {
+                (0..3).map(move |i| Record {
+                    route: format!("/api/route/{r}").into(),
+                    backend: Some(format!("http://10.0.{}.{}:80", r % 50, r % 7).into()),
+                    at: start + m * 60_000 + i * 1000,
+                    sample: Sample {
+                        error: (r + i as usize).is_multiple_of(40),
+                        latency_us: 800 + (r as u64 % 900),
+                        bytes_in: 0,
+                        bytes_out: 200,
+                    },
+                })
+            })
+            .collect();
+        store.record(&records);
+    }
+    store.maintain(end + 1);
+    let analyzer = Analyzer::new(gw, store as Arc<dyn TrafficStore>, config);
+    let mut g = c.benchmark_group("analyzer");
+    g.sample_size(10);
+    g.bench_function("tick over 10,000 routes x 60 buckets", |b| {
+        b.iter(|| black_box(analyzer.tick(end + 1)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, record_path, analyzer_tick);
+criterion_main!(benches);
