@@ -11,5 +11,6 @@ mod breaker;
 mod config;
 mod hook;
 mod lifecycle;
+mod policies;
 mod proxy;
 mod rate_limit;

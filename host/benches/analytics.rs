@@ -112,7 +112,7 @@ fn analyzer_tick(c: &mut Criterion) {
         store.record(&records);
     }
     store.maintain(end + 1);
-    let analyzer = Analyzer::new(gw, store as Arc<dyn TrafficStore>, config);
+    let analyzer = Analyzer::new(gw, store as Arc<dyn TrafficStore>, config, None);
     let mut g = c.benchmark_group("analyzer");
     g.sample_size(10);
     g.bench_function("tick over 10,000 routes x 60 buckets", |b| {

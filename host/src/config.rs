@@ -249,6 +249,76 @@ impl Config {
         self.validate_analytics()
     }
 
+    fn validate_plugins(&self) -> Result<(), (String, String)> {
+        let p = &self.plugins;
+        let file_ok = |name: &str| {
+            name.ends_with(".wasm")
+                && !name.contains(['/', '\\'])
+                && name != ".wasm"
+                && !name.starts_with('.')
+        };
+        let mut uses: Vec<(&str, &str, String)> = Vec::new(); // (file, kind, key)
+        for (kind, key, value) in [
+            ("rate_limit", "plugins.rate_limit", &p.rate_limit),
+            ("anomaly", "plugins.anomaly", &p.anomaly),
+            ("weighting", "plugins.weighting", &p.weighting),
+        ] {
+            if let Some(f) = value {
+                uses.push((f.as_str(), kind, key.to_owned()));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            match r.rate_limit_policy.as_deref() {
+                None | Some("builtin") => {}
+                Some(f) => uses.push((f, "rate_limit", format!("routes[{i}].rate_limit_policy"))),
+            }
+        }
+        for (file, kind, key) in &uses {
+            if !file_ok(file) {
+                return Err((
+                    key.clone(),
+                    format!(
+                        "{file:?} must be a `.wasm` file name in `plugins.dir` (no path), or `builtin`"
+                    ),
+                ));
+            }
+            if let Some((_, other, other_key)) =
+                uses.iter().find(|(f, k, _)| f == file && k != kind)
+            {
+                return Err((
+                    key.clone(),
+                    format!(
+                        "{file:?} is already the {other} plugin (`{other_key}`); one file serves one policy kind"
+                    ),
+                ));
+            }
+        }
+        for name in p.params.keys() {
+            if !uses.iter().any(|(f, _, _)| f == name) {
+                return Err((
+                    format!("plugins.params.{name}"),
+                    "parameters for a plugin no policy uses".into(),
+                ));
+            }
+        }
+        if p.deadline.is_zero() {
+            return Err(("plugins.deadline".into(), "must be longer than 0".into()));
+        }
+        if p.memory_limit < 2 << 20 {
+            return Err((
+                "plugins.memory_limit".into(),
+                "must be at least 2MiB (a Rust plugin's stack alone is 1MiB)".into(),
+            ));
+        }
+        if p.quarantine_after == 0 {
+            return Err((
+                "plugins.quarantine_after".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_analytics(&self) -> Result<(), (String, String)> {
         let err = |key: &str, msg: &str| Err((key.to_owned(), msg.to_owned()));
         let an = &self.analytics;
@@ -311,6 +381,7 @@ impl Config {
         if !(0.0..0.5).contains(&share) {
             return err("weighted_lb.min_share", "must be at least 0 and below 0.5");
         }
+        self.validate_plugins()?;
         let ab = &self.circuit_breaker.adaptive;
         if !(ab.error_multiplier.is_finite() && ab.error_multiplier > 0.0) {
             return err(

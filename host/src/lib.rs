@@ -14,6 +14,8 @@ pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod middleware;
+#[allow(unsafe_code)] // wasmtime's generated bindings
+pub mod plugin;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
@@ -49,6 +51,8 @@ pub enum StartError {
     Build(#[from] BuildError),
     #[error(transparent)]
     Store(#[from] SqliteError),
+    #[error("cannot start the plugin runtime: {0}")]
+    Plugins(String),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -126,8 +130,25 @@ pub async fn start_with_sink(
         _ => Arc::new(Tee(sinks)),
     };
     let gw = Arc::new(Gateway::new(&config, metrics, sink)?);
-    let analyzer =
-        analytics.map(|store| Arc::new(Analyzer::new(gw.clone(), store, config.clone())));
+    // Policy plugins: compiled and checked before the first tick, then watched.
+    let plugins = match &analytics {
+        Some(_) => plugin::Plugins::new(&config, gw.metrics.clone())
+            .map_err(StartError::Plugins)?
+            .map(Arc::new),
+        None => None,
+    };
+    if let Some(p) = &plugins {
+        let p = p.clone();
+        let _ = tokio::task::spawn_blocking(move || p.rescan()).await;
+    }
+    let analyzer = analytics.map(|store| {
+        Arc::new(Analyzer::new(
+            gw.clone(),
+            store,
+            config.clone(),
+            plugins.clone(),
+        ))
+    });
 
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
@@ -169,6 +190,9 @@ pub async fn start_with_sink(
     });
 
     background.spawn(sweep_limiters(gw.clone(), background_stopped.clone()));
+    if let Some(p) = plugins {
+        background.spawn(plugin::watch::watch(p, background_stopped.clone()));
+    }
     if let Some(a) = &analyzer {
         let an = &config.analytics;
         background.spawn(every(an.analyzer_interval, background_stopped.clone(), {

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub route_overflow: IntCounter,
     /// Time one analyzer tick takes.
     pub analyzer_tick: Histogram,
+    /// Plugin calls that failed and fell back to the built-in policy, by reason.
+    pub plugin_errors: IntCounterVec,
+    /// What happened when a plugin file was looked at, by result.
+    pub plugin_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -160,6 +164,16 @@ impl Metrics {
                 "Requests counted under the {other} route because analytics.max_routes was reached.",
             ),
             analyzer_tick,
+            plugin_errors: counter_vec(
+                "gateway_plugin_errors_total",
+                "Plugin calls that failed (trap, timeout, memory, invalid_output, configure, instantiate) and fell back to the built-in policy.",
+                &["plugin", "reason"],
+            ),
+            plugin_reloads: counter_vec(
+                "gateway_plugin_reloads_total",
+                "Plugin files looked at, by result (loaded, removed, missing, compile_error, wrong_world, configure_error, smoke_failed, read_error).",
+                &["plugin", "result"],
+            ),
             registry,
         }
     }

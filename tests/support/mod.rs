@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod gateway;
 pub mod load;
+pub mod plugins;
 
 pub use backend::Backend;
 pub use gateway::GatewayProc;

@@ -17,6 +17,8 @@ use super::bucket::{UnixMs, align};
 use super::store::{SeriesKey, SeriesKind, TrafficStore};
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::plugin::runtime::TickContext;
+use crate::plugin::{Plugins, Session, convert, wit};
 use crate::policy::builtin;
 use crate::policy::types::{BackendStats, Baseline, LimitDecision, Window};
 use crate::upstream::breaker::BreakerState;
@@ -61,22 +63,58 @@ pub struct Analyzer {
     gw: Arc<Gateway>,
     store: Arc<dyn TrafficStore>,
     config: Arc<Config>,
+    plugins: Option<Arc<Plugins>>,
+    /// Each configured route's rate-limit plugin, if any (by route index).
+    route_policies: Vec<Option<String>>,
     pub anomalies: Mutex<AnomalyLog>,
     latest: ArcSwap<Analysis>,
 }
 
 impl Analyzer {
-    pub fn new(gw: Arc<Gateway>, store: Arc<dyn TrafficStore>, config: Arc<Config>) -> Self {
+    pub fn new(
+        gw: Arc<Gateway>,
+        store: Arc<dyn TrafficStore>,
+        config: Arc<Config>,
+        plugins: Option<Arc<Plugins>>,
+    ) -> Self {
         let history_ms = ms(config.analytics.anomaly.history);
         let quiet_ms = ms(config.analytics.anomaly.quiet_period);
         let anomalies = Mutex::new(AnomalyLog::new(history_ms, quiet_ms, gw.metrics.clone()));
+        let route_policies = config
+            .routes
+            .iter()
+            .map(|r| match r.rate_limit_policy.as_deref() {
+                Some("builtin") => None,
+                Some(file) => Some(file.to_owned()),
+                None => config.plugins.rate_limit.clone(),
+            })
+            .collect();
         Self {
             gw,
             store,
             config,
+            plugins,
+            route_policies,
             anomalies,
             latest: ArcSwap::from_pointee(Analysis::default()),
         }
+    }
+
+    /// The plugins the policies come from, if any are configured.
+    pub fn plugins(&self) -> Option<&Arc<Plugins>> {
+        self.plugins.as_ref()
+    }
+
+    fn session(&self, analysis: &Arc<Analysis>) -> Option<Session<'_>> {
+        let interval = ms(self.config.analytics.bucket_interval).max(1);
+        self.plugins.as_ref().map(|p| {
+            p.session(TickContext {
+                now_ms: analysis.bucket_ms,
+                analysis: analysis.clone(),
+                store: Some(self.store.clone()),
+                interval_ms: interval,
+            })
+        })
     }
 
     /// The result of the latest tick.
@@ -154,8 +192,10 @@ impl Analyzer {
                 .collect(),
         });
 
-        self.detect_anomalies(&analysis);
-        self.publish_limits(&analysis);
+        let mut session = self.session(&analysis);
+        self.detect_anomalies(&analysis, session.as_mut());
+        self.publish_limits(&analysis, session.as_mut());
+        drop(session);
         self.publish_thresholds(&analysis);
         self.latest.store(analysis.clone());
         timer.observe_duration();
@@ -180,9 +220,10 @@ impl Analyzer {
             .collect()
     }
 
-    fn detect_anomalies(&self, analysis: &Analysis) {
+    fn detect_anomalies(&self, analysis: &Analysis, mut session: Option<&mut Session<'_>>) {
         let at = analysis.bucket_ms;
         let cfg = &self.config.analytics.anomaly;
+        let plugin = self.config.plugins.anomaly.as_deref();
         let mut log = self.anomalies();
         let all = analysis
             .routes
@@ -195,12 +236,24 @@ impl Analyzer {
                     .map(|r| (SeriesKey::Backend(r.name.clone()), r)),
             );
         for (key, report) in all {
-            let findings = builtin::anomalies(
-                &report.current,
-                &report.baseline,
-                cfg.z_threshold,
-                cfg.min_samples,
-            );
+            let from_plugin = match (session.as_deref_mut(), plugin) {
+                (Some(s), Some(slot)) => {
+                    let kind = match key {
+                        SeriesKey::Route(_) => wit::SeriesKind::Route,
+                        SeriesKey::Backend(_) => wit::SeriesKind::Backend,
+                    };
+                    s.detect(slot, &convert::series(kind, report))
+                }
+                _ => None,
+            };
+            let findings = from_plugin.unwrap_or_else(|| {
+                builtin::anomalies(
+                    &report.current,
+                    &report.baseline,
+                    cfg.z_threshold,
+                    cfg.min_samples,
+                )
+            });
             log.observe(&key, &findings, at);
         }
         let evaluated = |k: &SeriesKey| match k {
@@ -210,11 +263,26 @@ impl Analyzer {
         log.end_unseen(&evaluated, at);
     }
 
-    fn publish_limits(&self, analysis: &Analysis) {
+    fn publish_limits(&self, analysis: &Analysis, mut session: Option<&mut Session<'_>>) {
         let cfg = &self.config.adaptive_rate_limit;
         for route in &self.gw.routes {
+            let plugin = self.route_policies.get(route.id).and_then(|p| p.as_deref());
             let decision = match analysis.route(&route.label) {
-                Some(r) if cfg.enabled => builtin::rate_limit(&r.baseline, cfg),
+                Some(r) if cfg.enabled => {
+                    let static_limit = route
+                        .limiter
+                        .as_ref()
+                        .map(|l| f64::from(l.requests_per_minute));
+                    let from_plugin = match (session.as_deref_mut(), plugin) {
+                        (Some(s), Some(slot)) => s.decide(
+                            slot,
+                            &convert::series(wit::SeriesKind::Route, r),
+                            static_limit,
+                        ),
+                        _ => None,
+                    };
+                    from_plugin.unwrap_or_else(|| builtin::rate_limit(&r.baseline, cfg))
+                }
                 _ => LimitDecision::Learning,
             };
             route.adaptive.set(match decision {
@@ -266,6 +334,8 @@ impl Analyzer {
             return;
         }
         let analysis = self.latest();
+        let plugin = self.config.plugins.weighting.as_deref();
+        let mut session = plugin.and_then(|_| self.session(&analysis));
         for (name, upstream) in &self.gw.upstreams {
             let mut stats = Vec::with_capacity(upstream.backends.len());
             let mut learning = Vec::with_capacity(upstream.backends.len());
@@ -286,7 +356,27 @@ impl Analyzer {
                 upstream.balancer.set_weights(None);
                 continue;
             }
-            let weights = builtin::weights(&stats, &learning, cfg.min_share);
+            let from_plugin = match (session.as_mut(), plugin) {
+                (Some(s), Some(slot)) => {
+                    let backends: Vec<wit::BackendStats> = upstream
+                        .backends
+                        .iter()
+                        .zip(&stats)
+                        .zip(&learning)
+                        .map(|((b, st), l)| {
+                            let current = analysis
+                                .backend(&b.label)
+                                .map(|r| r.current.clone())
+                                .unwrap_or_default();
+                            convert::backend(st, &current, *l, b.breaker.state())
+                        })
+                        .collect();
+                    s.weigh(slot, name, &backends)
+                }
+                _ => None,
+            };
+            let weights =
+                from_plugin.unwrap_or_else(|| builtin::weights(&stats, &learning, cfg.min_share));
             for (b, w) in upstream.backends.iter().zip(&weights) {
                 self.gw
                     .metrics

@@ -4,6 +4,7 @@
 //! - `GET /analytics/routes/{route}/history?from=&to=`: its buckets, for charts
 //! - `GET /analytics/anomalies?route=&backend=&metric=&from=&to=&active=`: recent anomalies
 //! - `GET /analytics/backends`: every backend with its baseline, weight and breaker
+//! - `GET /analytics/plugins`: every configured policy plugin and how it is doing
 //!
 //! Times in query strings are Unix seconds or RFC 3339; times in answers are Unix
 //! milliseconds (`*_ms`). Rates are requests per minute.
@@ -44,6 +45,7 @@ pub fn router(gw: Arc<Gateway>, analyzer: Arc<Analyzer>, config: Arc<Config>) ->
         .route("/analytics/routes/{route}/history", get(history))
         .route("/analytics/anomalies", get(anomalies))
         .route("/analytics/backends", get(backends))
+        .route("/analytics/plugins", get(plugins))
         .with_state(Api {
             gw,
             analyzer,
@@ -359,5 +361,19 @@ async fn backends(State(api): State<Api>) -> Response {
             }
         })
         .collect();
+    Json(views).into_response()
+}
+
+// === GET /analytics/plugins ===
+
+/// Every configured plugin: kind, state (`active`, `quarantined`, `missing`), sha256,
+/// when it was loaded, calls, errors, the last error, and why the file on disk was last
+/// rejected, if it was.
+async fn plugins(State(api): State<Api>) -> Response {
+    let views = api
+        .analyzer
+        .plugins()
+        .map(|p| p.views())
+        .unwrap_or_default();
     Json(views).into_response()
 }

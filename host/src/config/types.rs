@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::values::{BackendUrl, duration, opt_duration};
+use super::values::{BackendUrl, byte_size, duration, opt_duration};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +39,8 @@ pub struct Config {
     pub adaptive_rate_limit: AdaptiveRateLimitConfig,
     #[serde(default)]
     pub weighted_lb: WeightedLbConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
 }
 
 /// The admin listener: `/health`, `/metrics`, later `/analytics/*`.
@@ -115,6 +117,10 @@ pub struct RouteConfig {
     /// Remove the matched prefix before forwarding (`/api/users/7` → `/7`).
     #[serde(default)]
     pub strip_prefix: bool,
+    /// This route's rate-limit policy: a plugin file in `plugins.dir`, or `builtin`.
+    /// Default: `plugins.rate_limit`.
+    #[serde(default)]
+    pub rate_limit_policy: Option<String>,
 }
 
 /// Which credential a route requires.
@@ -234,6 +240,52 @@ pub struct BreakerConfig {
     /// Learn the error-rate threshold from each backend's (and route's) baseline.
     #[serde(default)]
     pub adaptive: AdaptiveBreakerConfig,
+}
+
+/// Policies as WebAssembly components, hot-swapped from a folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Folder watched for `.wasm` files (created if missing).
+    #[serde(default = "defaults::plugins_dir")]
+    pub dir: PathBuf,
+    /// Rate-limit policy plugin (a file name in `dir`); absent: the built-in policy.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
+    /// Anomaly policy plugin; absent: the built-in z-score.
+    #[serde(default)]
+    pub anomaly: Option<String>,
+    /// Backend-weighting policy plugin; absent: the built-in formula.
+    #[serde(default)]
+    pub weighting: Option<String>,
+    /// Each plugin's own parameters, by file name, on top of those of the section it
+    /// replaces (e.g. `adaptive_rate_limit.multiplier`).
+    #[serde(default)]
+    pub params: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Longest a single policy call may run.
+    #[serde(default = "defaults::plugin_deadline", with = "duration")]
+    pub deadline: Duration,
+    /// Most memory one plugin instance may use (`16MiB`, `512KiB`, or bytes).
+    #[serde(default = "defaults::plugin_memory", with = "byte_size")]
+    pub memory_limit: u64,
+    /// Failures in a row after which a plugin is set aside until its file changes.
+    #[serde(default = "defaults::quarantine_after")]
+    pub quarantine_after: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: defaults::plugins_dir(),
+            rate_limit: None,
+            anomaly: None,
+            weighting: None,
+            params: BTreeMap::new(),
+            deadline: defaults::plugin_deadline(),
+            memory_limit: defaults::plugin_memory(),
+            quarantine_after: defaults::quarantine_after(),
+        }
+    }
 }
 
 /// Learned breaker thresholds: `max(baseline error rate × error_multiplier, min_threshold)`.
@@ -568,6 +620,18 @@ mod defaults {
     }
     pub fn anomaly_history() -> Duration {
         Duration::from_secs(24 * 3600)
+    }
+    pub fn plugins_dir() -> std::path::PathBuf {
+        "plugins/dist".into()
+    }
+    pub fn plugin_deadline() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub fn plugin_memory() -> u64 {
+        16 << 20
+    }
+    pub fn quarantine_after() -> u32 {
+        3
     }
     pub fn quiet_period() -> Duration {
         Duration::from_secs(120)

@@ -36,6 +36,44 @@ pub mod opt_duration {
     }
 }
 
+/// `with = "byte_size"`: a size such as `16MiB`, `512KiB`, `1GiB`, or a number of bytes.
+pub mod byte_size {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        parse(&text).map_err(de::Error::custom)
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "KB" | "k" => 1 << 10,
+            "MiB" | "MB" | "M" => 1 << 20,
+            "GiB" | "GB" | "G" => 1 << 30,
+            _ => 0,
+        };
+        number
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|_| scale > 0)
+            .and_then(|n| n.checked_mul(scale))
+            .ok_or_else(|| {
+                format!(
+                    "invalid size {text:?}; write e.g. \"16MiB\", \"512KiB\" or a number of bytes"
+                )
+            })
+    }
+}
+
 /// A backend base URL: `http://host:port`, no path or query.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct BackendUrl {
@@ -111,6 +149,15 @@ mod tests {
         assert!("https://x".parse::<BackendUrl>().is_err());
         assert!("http://x/api".parse::<BackendUrl>().is_err());
         assert!("http://x?q=1".parse::<BackendUrl>().is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(byte_size::parse("16MiB"), Ok(16 << 20));
+        assert_eq!(byte_size::parse("512KiB"), Ok(512 << 10));
+        assert_eq!(byte_size::parse("4096"), Ok(4096));
+        assert!(byte_size::parse("lots").is_err());
+        assert!(byte_size::parse("5 parsecs").is_err());
     }
 
     #[test]

@@ -51,16 +51,21 @@ impl Balancer {
                 if let Some(t) = admit(&backends[first]) {
                     return Some(t);
                 }
-                // Refused (breaker open): draw again among the others.
+                // Refused (breaker open): draw again among the others, and if every
+                // weighted backend refuses, offer the zero-weight ones in turn.
                 let mut left: Vec<f64> = weights.clone();
                 left[first] = 0.0;
-                loop {
-                    let i = draw(&left)?;
+                while let Some(i) = draw(&left) {
                     if let Some(t) = admit(&backends[i]) {
                         return Some(t);
                     }
                     left[i] = 0.0;
                 }
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .filter(|i| weights[*i].is_nan() || weights[*i] <= 0.0)
+                    .find_map(|i| admit(&backends[i]))
             }
             _ => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -150,6 +155,17 @@ mod tests {
                 Some("ok")
             );
         }
+    }
+
+    #[test]
+    fn zero_weight_backends_still_serve_when_every_weighted_one_refuses() {
+        let b = Balancer::round_robin();
+        b.set_weights(Some(vec![1.0, 0.0]));
+        let backends = ["open", "healthy"];
+        assert_eq!(
+            b.pick(&backends, |x| (*x != "open").then_some(*x)),
+            Some("healthy")
+        );
     }
 
     #[test]

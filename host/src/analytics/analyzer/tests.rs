@@ -40,7 +40,7 @@ weighted_lb: {{ enabled: {adaptive}, learning_period: 5s, min_share: 0.05 }}
         StoreSettings::from_config(&config.analytics),
         None,
     ));
-    let analyzer = Analyzer::new(gw.clone(), store.clone(), config);
+    let analyzer = Analyzer::new(gw.clone(), store.clone(), config, None);
     (gw, store, analyzer)
 }
 
