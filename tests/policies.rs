@@ -657,3 +657,39 @@ plugins:
         Some(1.0)
     );
 }
+
+/// The custom policy of `examples/custom-policy` works as a component: it loads, and its
+/// limit shrinks as the route's p99 climbs above the target.
+#[test]
+fn the_example_policy_loads_and_decides() {
+    let r = rig(
+        "  rate_limit: latency_guard.wasm\n  params:\n    latency_guard.wasm: { target_p99_ms: 100 }",
+        &[("latency_guard.wasm", "latency_guard")],
+    );
+    assert_eq!(r.state("latency_guard.wasm").0, "active");
+    let mut session = r.plugins.session(r.ctx());
+    let mut rep = report("/a");
+    rep.baseline.samples = 60;
+    rep.baseline.request_rate = Stat {
+        mean: 100.0,
+        stddev: 5.0,
+    };
+    let decide = |session: &mut microgate::plugin::Session<'_>,
+                  p99: f64,
+                  rep: &mut microgate::analytics::analyzer::SeriesReport| {
+        rep.current.latency_p99_ms = Some(p99);
+        session.decide(
+            "latency_guard.wasm",
+            &convert::series(wit::SeriesKind::Route, rep),
+            None,
+        )
+    };
+    assert_eq!(
+        decide(&mut session, 50.0, &mut rep),
+        Some(LimitDecision::Limit(300.0))
+    );
+    assert_eq!(
+        decide(&mut session, 200.0, &mut rep),
+        Some(LimitDecision::Limit(150.0))
+    );
+}

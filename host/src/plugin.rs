@@ -182,6 +182,14 @@ impl Plugins {
         self.slots.get(name)
     }
 
+    /// Empties a slot, as if its file had never been loaded (for benchmarks and tests).
+    pub fn forget(&self, name: &str) {
+        if let Some(slot) = self.slots.get(name) {
+            slot.current.store(None);
+            *lock(&slot.last_load_error) = None;
+        }
+    }
+
     /// Looks at every configured file once (at start, and on each rescan).
     pub fn rescan(&self) {
         for name in self.slots.keys() {

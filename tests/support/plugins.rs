@@ -15,10 +15,34 @@ const PACKAGES: &[&str] = &[
     "custom-policy",
 ];
 
+/// Adds the wasm target when it is missing, so `cargo test` works on a fresh machine
+/// (nothing is installed implicitly there).
+fn ensure_target() {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip2")
+        })
+        .unwrap_or(false);
+    if !installed {
+        let status = Command::new("rustup")
+            .args(["target", "add", "wasm32-wasip2"])
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "`rustup target add wasm32-wasip2` failed"
+        );
+    }
+}
+
 /// The folder holding `<library>.wasm` for every package above.
 pub fn dir() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        ensure_target();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let target = root.join("target").join("test-plugins");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
