@@ -230,6 +230,9 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if self.proxy.worker_threads == Some(0) {
+            return err("proxy.worker_threads".into(), "must be at least 1".into());
+        }
         let an = &self.analytics;
         let arl = &self.adaptive_rate_limit;
         let wlb = &self.weighted_lb;

@@ -171,6 +171,7 @@ pub async fn start_with_sink(
         gw.clone(),
         stopped.clone(),
         config.proxy.shutdown_timeout,
+        config.proxy.keepalive_timeout,
     ));
     let analytics_api = analyzer
         .as_ref()

@@ -19,22 +19,20 @@ use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
 use crate::proxy::headers::client_ip;
 
-/// How long a client may take to send request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves the proxy on `listener` until `shutdown` turns true, then drains for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     gw: Arc<Gateway>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    keepalive: Duration,
 ) {
     let stack = middleware::stack(gw.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(keepalive)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();

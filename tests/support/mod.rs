@@ -11,10 +11,13 @@ pub use load::{Answer, count, load};
 
 use std::time::{Duration, Instant};
 
-/// An HTTP client that does not follow redirects or reuse state between tests.
+/// An HTTP client that does not follow redirects or reuse state between tests. Idle
+/// pooled connections are dropped well before the gateway closes them (as a client
+/// should), so a request never races the server's keep-alive timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()

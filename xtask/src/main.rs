@@ -81,7 +81,10 @@ fn build_plugins() -> Result<Vec<PathBuf>, String> {
     if !status.success() {
         return Err("building the plugins failed".into());
     }
-    let built = root.join("target").join(TARGET).join("plugin");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let built = target_dir.join(TARGET).join("plugin");
     let dist = root.join("plugins").join("dist");
     std::fs::create_dir_all(&dist).map_err(|e| format!("cannot create {}: {e}", dist.display()))?;
     let mut out = Vec::new();

@@ -76,6 +76,13 @@ pub struct ProxyConfig {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[serde(default = "defaults::shutdown_timeout", with = "duration")]
     pub shutdown_timeout: Duration,
+    /// How long a client's idle keep-alive connection is kept open, and how long a client
+    /// may take to send request headers.
+    #[serde(default = "defaults::keepalive_timeout", with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// Threads serving requests; default: one per CPU core.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
 
 /// Logging.
@@ -431,6 +438,8 @@ impl Default for ProxyConfig {
             pool_max_idle_per_backend: defaults::pool_max_idle(),
             trusted_proxies: Vec::new(),
             shutdown_timeout: defaults::shutdown_timeout(),
+            keepalive_timeout: defaults::keepalive_timeout(),
+            worker_threads: None,
         }
     }
 }
@@ -545,6 +554,9 @@ mod defaults {
     }
     pub fn pool_max_idle() -> usize {
         256
+    }
+    pub fn keepalive_timeout() -> Duration {
+        Duration::from_secs(75)
     }
     pub fn shutdown_timeout() -> Duration {
         Duration::from_secs(30)
