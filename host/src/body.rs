@@ -10,11 +10,13 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::proxy::client::UpstreamBody;
+
 /// A response body: streamed from a backend, or made by the gateway.
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 impl Body {
@@ -25,12 +27,12 @@ impl Body {
 
 impl HttpBody for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -57,10 +59,13 @@ impl HttpBody for Body {
 
 /// A client's request body on its way to a backend. Its size is known up front when the
 /// request says so (`Content-Length`, or no body); otherwise the bytes are counted as they
-/// pass.
-pub struct RequestBody {
-    inner: Incoming,
-    counter: Option<Arc<AtomicU64>>,
+/// pass. (`Bytes` bodies are made by the gateway itself, e.g. in tests.)
+pub enum RequestBody {
+    Incoming {
+        inner: Incoming,
+        counter: Option<Arc<AtomicU64>>,
+    },
+    Bytes(Option<Bytes>),
 }
 
 /// How many bytes a request body carried, readable once the request is done.
@@ -83,15 +88,22 @@ impl RequestBody {
     pub fn new(inner: Incoming) -> Self {
         let counter = (!inner.is_end_stream() && inner.size_hint().exact().is_none())
             .then(|| Arc::new(AtomicU64::new(0)));
-        Self { inner, counter }
+        RequestBody::Incoming { inner, counter }
+    }
+
+    /// A body made of these bytes (empty: no body).
+    pub fn bytes(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        RequestBody::Bytes((!data.is_empty()).then_some(data))
     }
 
     /// A handle to this body's size.
     pub fn bytes_in(&self) -> BytesIn {
-        match &self.counter {
-            Some(c) => BytesIn::Counted(c.clone()),
-            None if self.inner.is_end_stream() => BytesIn::Known(0),
-            None => BytesIn::Known(self.inner.size_hint().exact().unwrap_or(0)),
+        match self {
+            RequestBody::Incoming {
+                counter: Some(c), ..
+            } => BytesIn::Counted(c.clone()),
+            other => BytesIn::Known(other.size_hint().exact().unwrap_or(0)),
         }
     }
 }
@@ -104,21 +116,33 @@ impl HttpBody for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&this.counter, &polled)
-            && let Some(data) = frame.data_ref()
-        {
-            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match self.get_mut() {
+            RequestBody::Incoming { inner, counter } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&counter, &polled)
+                    && let Some(data) = frame.data_ref()
+                {
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                polled
+            }
+            RequestBody::Bytes(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            RequestBody::Incoming { inner, .. } => inner.is_end_stream(),
+            RequestBody::Bytes(data) => data.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            RequestBody::Incoming { inner, .. } => inner.size_hint(),
+            RequestBody::Bytes(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }

@@ -1,30 +1,24 @@
 //! The running gateway's shared state, built once from a validated [`Config`]: the route
-//! table, upstreams and backends, credentials, limiters, HTTP clients and metrics. Every
+//! table, upstreams and backends (with their connection pools), credentials, limiters and
+//! metrics. Every
 //! layer of the request path holds an `Arc<Gateway>`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 use prometheus::{Gauge, Histogram, IntCounter};
 
 use crate::analytics::routes::RouteNames;
 use crate::auth::{AuthSetupError, Authenticator};
-use crate::body::RequestBody;
-use crate::config::{AuthKind, Config, ProxyConfig};
-use crate::metrics::Metrics;
+use crate::config::{AuthKind, Config};
+use crate::metrics::{CounterCache, Metrics};
 use crate::ratelimit::{RouteLimiter, SharedLimit};
 use crate::routing::{RoutePattern, Router};
 use crate::traffic::TrafficSink;
 use crate::upstream::balancer::Balancer;
 use crate::upstream::{Backend, Upstream};
-
-/// The pooled keep-alive client used to reach backends.
-pub type HttpClient = Client<HttpConnector, RequestBody>;
 
 /// Label of the pseudo-route that takes requests no route matches.
 pub const UNMATCHED: &str = "{unmatched}";
@@ -61,9 +55,11 @@ pub struct Route {
     pub adaptive: SharedLimit,
     pub request_timeout: Duration,
     pub strip_prefix: bool,
-    pub client: HttpClient,
+    pub connect_timeout: Duration,
     /// This route's `gateway_request_duration_seconds` series.
     pub duration: Histogram,
+    /// This route's `gateway_requests_total` series, by method and status.
+    pub requests: CounterCache,
     /// This route's `gateway_rate_limited_total` series.
     pub rate_limited: IntCounter,
     /// This route's `gateway_rate_limit_current` series.
@@ -123,6 +119,7 @@ impl Gateway {
                             backends.len(),
                             url.clone(),
                             config.circuit_breaker.clone(),
+                            &config.proxy,
                             routes_of.remove(label).unwrap_or_default(),
                             metrics.circuit_state.with_label_values(&[label]),
                         ));
@@ -149,13 +146,6 @@ impl Gateway {
             );
         }
 
-        let mut clients: HashMap<Duration, HttpClient> = HashMap::new();
-        let mut client_for = |timeout: Duration| {
-            clients
-                .entry(timeout)
-                .or_insert_with(|| http_client(&config.proxy, timeout))
-                .clone()
-        };
         let origin = std::time::Instant::now();
         let burst = config.adaptive_rate_limit.burst_window;
         let mut patterns = Vec::with_capacity(config.routes.len());
@@ -176,8 +166,9 @@ impl Gateway {
                 adaptive: SharedLimit::new(burst, origin),
                 request_timeout: rc.request_timeout.unwrap_or(config.proxy.request_timeout),
                 strip_prefix: rc.strip_prefix,
-                client: client_for(rc.connect_timeout.unwrap_or(config.proxy.connect_timeout)),
+                connect_timeout: rc.connect_timeout.unwrap_or(config.proxy.connect_timeout),
                 duration: metrics.request_duration.with_label_values(&[label]),
+                requests: CounterCache::default(),
                 rate_limited: metrics.rate_limited.with_label_values(&[label]),
                 limit_gauge: metrics.rate_limit_current.with_label_values(&[label]),
             };
@@ -193,8 +184,9 @@ impl Gateway {
             adaptive: SharedLimit::new(burst, origin),
             request_timeout: config.proxy.request_timeout,
             strip_prefix: false,
-            client: client_for(config.proxy.connect_timeout),
+            connect_timeout: config.proxy.connect_timeout,
             duration: metrics.request_duration.with_label_values(&[UNMATCHED]),
+            requests: CounterCache::default(),
             rate_limited: metrics.rate_limited.with_label_values(&[UNMATCHED]),
             limit_gauge: metrics.rate_limit_current.with_label_values(&[UNMATCHED]),
         });
@@ -230,18 +222,4 @@ impl Gateway {
         }
         (self.unmatched.clone(), self.route_names.for_path(path), 0)
     }
-}
-
-fn http_client(proxy: &ProxyConfig, connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(proxy.pool_idle_timeout)
-        .pool_max_idle_per_host(proxy.pool_max_idle_per_backend)
-        .set_host(false)
-        .build(connector)
 }

@@ -187,8 +187,89 @@ impl Metrics {
     }
 }
 
+/// The label for a request method: the standard ones by name, anything else `OTHER`, so a
+/// client cannot create metric series at will.
+pub fn method_label(method: &http::Method) -> (u32, &'static str) {
+    use http::Method;
+    match *method {
+        Method::GET => (0, "GET"),
+        Method::POST => (1, "POST"),
+        Method::PUT => (2, "PUT"),
+        Method::DELETE => (3, "DELETE"),
+        Method::PATCH => (4, "PATCH"),
+        Method::HEAD => (5, "HEAD"),
+        Method::OPTIONS => (6, "OPTIONS"),
+        Method::CONNECT => (7, "CONNECT"),
+        Method::TRACE => (8, "TRACE"),
+        _ => (9, "OTHER"),
+    }
+}
+
+/// The series of a labelled counter for one route or backend, found by a small key (e.g.
+/// method and status) without hashing label strings on every request. The list is copied
+/// on write, which happens once per new key.
+pub struct CounterCache {
+    series: arc_swap::ArcSwap<Vec<(u32, prometheus::IntCounter)>>,
+}
+
+impl Default for CounterCache {
+    fn default() -> Self {
+        Self {
+            series: arc_swap::ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+}
+
+impl CounterCache {
+    /// Counts one for `key`; `make` finds the series the first time.
+    pub fn inc(&self, key: u32, make: impl FnOnce() -> prometheus::IntCounter) {
+        if let Some((_, c)) = self.series.load().iter().find(|(k, _)| *k == key) {
+            c.inc();
+            return;
+        }
+        let counter = make();
+        counter.inc();
+        self.series.rcu(|old| {
+            let mut new = Vec::clone(old);
+            if !new.iter().any(|(k, _)| *k == key) {
+                new.push((key, counter.clone()));
+            }
+            new
+        });
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusual_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::GET).1, "GET");
+        let custom = http::Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&custom).1, "OTHER");
+    }
+
+    #[test]
+    fn the_counter_cache_finds_each_series_once() {
+        let m = Metrics::new();
+        let cache = CounterCache::default();
+        let mut made = 0;
+        for _ in 0..3 {
+            cache.inc(200, || {
+                made += 1;
+                m.requests.with_label_values(&["/a", "GET", "200"])
+            });
+        }
+        cache.inc(404, || m.requests.with_label_values(&["/a", "GET", "404"]));
+        assert_eq!(made, 1);
+        assert_eq!(m.requests.with_label_values(&["/a", "GET", "200"]).get(), 3);
+        assert_eq!(m.requests.with_label_values(&["/a", "GET", "404"]).get(), 1);
     }
 }

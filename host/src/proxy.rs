@@ -1,17 +1,17 @@
-//! The innermost service: picks a backend, forwards the request with a pooled keep-alive
-//! client, and streams the response back. Backend trouble becomes 502/503/504 here and is
+//! The innermost service: picks a backend, forwards the request over a pooled keep-alive
+//! connection ([`client`]), and streams the response back. Backend trouble becomes 502/503/504 here and is
 //! reported to the backend's circuit breaker.
 
+pub mod client;
 pub mod headers;
 
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Response, Version, header};
+use http::{HeaderValue, Response, header};
 use tower::Service;
 
 use crate::body::Body;
@@ -20,6 +20,7 @@ use crate::gateway::Gateway;
 use crate::middleware::route::MatchedRoute;
 use crate::middleware::{BoxFuture, ClientInfo, Req};
 use crate::upstream::Backend;
+use client::ClientError;
 
 /// Response extension: the backend that served (or failed) the request.
 #[derive(Clone)]
@@ -74,41 +75,48 @@ async fn forward(gw: Arc<Gateway>, req: Req) -> Result<Response<Body>, Infallibl
         Err(e) => return Ok(e.into()),
     };
 
-    let outcome =
-        tokio::time::timeout(route.request_timeout, route.client.request(upstream_req)).await;
+    let exchange = backend.pool.send(upstream_req, route.connect_timeout);
+    let outcome = tokio::time::timeout(route.request_timeout, exchange).await;
     let now = Instant::now();
     let label = &*backend.label;
+    // Keyed by status code; 1000 and 1001 stand for `error` and `timeout`.
+    let count = |status: &str| {
+        let key = match status {
+            "error" => 1000,
+            "timeout" => 1001,
+            code => code.parse().unwrap_or(0),
+        };
+        backend.requests.inc(key, || {
+            gw.metrics
+                .upstream_requests
+                .with_label_values(&[label, status])
+        });
+    };
     let (res, success): (Response<Body>, bool) = match outcome {
         Ok(Ok(mut res)) => {
             let status = res.status();
-            gw.metrics
-                .upstream_requests
-                .with_label_values(&[label, status.as_str()])
-                .inc();
+            count(status.as_str());
             headers::strip_hop_by_hop(res.headers_mut());
-            // The client gets our HTTP version, not the backend's.
-            *res.version_mut() = Version::HTTP_11;
             (res.map(Body::Upstream), !status.is_server_error())
         }
+        // The client's upload broke off: not the backend's fault.
+        Ok(Err(ClientError::RequestBody(e))) => {
+            let err = GatewayError::BadRequest(format!("reading the request body: {e}"));
+            (err.into(), true)
+        }
         Ok(Err(e)) => {
-            let timed_out = is_timeout(&e);
-            gw.metrics
-                .upstream_requests
-                .with_label_values(&[label, if timed_out { "timeout" } else { "error" }])
-                .inc();
-            tracing::debug!(backend = label, error = %error_chain(&e), "backend request failed");
+            let timed_out = e.is_timeout();
+            count(if timed_out { "timeout" } else { "error" });
+            tracing::debug!(backend = label, error = %e, "backend request failed");
             let err = if timed_out {
                 GatewayError::BackendTimeout
             } else {
-                GatewayError::BackendUnreachable(error_chain(&e))
+                GatewayError::BackendUnreachable(e.to_string())
             };
             (err.into(), false)
         }
         Err(_) => {
-            gw.metrics
-                .upstream_requests
-                .with_label_values(&[label, "timeout"])
-                .inc();
+            count("timeout");
             (GatewayError::BackendTimeout.into(), false)
         }
     };
@@ -150,7 +158,6 @@ fn prepare(gw: &Gateway, req: Req, backend: &Backend, strip: usize) -> Result<Re
         .path_and_query(path_and_query)
         .build()
         .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-    parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     match &host {
         Some(h) => {
@@ -170,29 +177,4 @@ fn prepare(gw: &Gateway, req: Req, backend: &Backend, strip: usize) -> Result<Re
         headers::set_forwarded(&mut parts.headers, client.peer, host.as_ref(), trusted);
     }
     Ok(Req::from_parts(parts, body))
-}
-
-/// True when the error is a connect timeout.
-fn is_timeout(err: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = err.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

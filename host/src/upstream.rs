@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use prometheus::IntGauge;
 
-use crate::config::{BackendUrl, BreakerConfig};
+use crate::config::{BackendUrl, BreakerConfig, ProxyConfig};
+use crate::metrics::CounterCache;
+use crate::proxy::client::Pool;
 use balancer::Balancer;
 use breaker::{Breaker, BreakerState, Permit, Transition};
 
@@ -21,6 +23,10 @@ pub struct Backend {
     /// The URL as text, shared with logs, metrics and traffic events.
     pub label: Arc<str>,
     pub breaker: Breaker,
+    /// Idle keep-alive connections to this backend.
+    pub pool: Arc<Pool>,
+    /// This backend's `gateway_upstream_requests_total` series, by status.
+    pub requests: CounterCache,
     /// Ids of the routes that can send traffic here; a route's index in this list is its
     /// slot in the breaker.
     pub routes: Vec<usize>,
@@ -50,15 +56,24 @@ impl Backend {
         id: usize,
         url: BackendUrl,
         breaker: BreakerConfig,
+        proxy: &ProxyConfig,
         routes: Vec<usize>,
         state_gauge: IntGauge,
     ) -> Self {
         state_gauge.set(BreakerState::Closed as i64);
+        let pool = Pool::new(
+            url.authority.host(),
+            url.authority.port_u16().unwrap_or(80),
+            proxy.pool_max_idle_per_backend,
+            proxy.pool_idle_timeout,
+        );
         Self {
             id,
             label: url.label.as_str().into(),
             url,
             breaker: Breaker::new(breaker, Instant::now(), routes.len()),
+            pool,
+            requests: CounterCache::default(),
             routes,
             state_gauge,
         }

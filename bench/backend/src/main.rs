@@ -13,7 +13,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-const SMALL: &[u8] = b"{\"ok\":true,\"service\":\"bench-backend\",\"padding\":\"0123456789abcdef\"}\n";
+const SMALL: &[u8] =
+    b"{\"ok\":true,\"service\":\"bench-backend\",\"padding\":\"0123456789abcdef\"}\n";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -40,20 +41,28 @@ fn main() {
             }
         };
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let big = big.clone();
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let big = big.clone();
                 async move {
                     let path = req.uri().path();
-                    let body = if path.contains("/big") { big } else { Bytes::from_static(SMALL) };
+                    let body = if path.contains("/big") {
+                        big
+                    } else {
+                        Bytes::from_static(SMALL)
+                    };
                     if path.contains("/delay") {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     let mut res = Response::new(Full::new(body));
-                    res.headers_mut()
-                        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+                    res.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
                     Ok::<_, Infallible>(res)
                 }
             });

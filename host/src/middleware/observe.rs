@@ -128,13 +128,18 @@ impl Pending {
         let gw = &self.gw;
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let bytes_in = self.bytes_in.get();
-        gw.metrics
-            .requests
-            .with_label_values(&[&*self.label, self.method.as_str(), status.as_str()])
-            .inc();
+        let (method_key, method) = crate::metrics::method_label(&self.method);
+        let series = || {
+            gw.metrics
+                .requests
+                .with_label_values(&[&*self.label, method, status.as_str()])
+        };
         if Arc::ptr_eq(&self.label, &self.route.label) {
+            let key = (method_key << 16) | u32::from(status.as_u16());
+            self.route.requests.inc(key, series);
             self.route.duration.observe(latency.as_secs_f64());
         } else {
+            series().inc();
             gw.metrics
                 .request_duration
                 .with_label_values(&[&*self.label])
@@ -194,12 +199,12 @@ impl ObservedBody {
 
 impl HttpBody for ObservedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
