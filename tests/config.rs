@@ -109,3 +109,17 @@ fn the_shipped_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_demo_config_is_valid() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo/demo.yml");
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", demo])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,7 +1,10 @@
 //! The admin listener, separate from the proxy port and outside its middleware chain:
-//! `GET /health`, `GET /metrics` (Prometheus text format) and, with analytics on,
-//! `/analytics/*`. When `admin.token` is set, every request needs
-//! `Authorization: Bearer <token>`.
+//! `GET /health`, `GET /metrics` (Prometheus text format), with analytics on
+//! `/analytics/*`, and the dashboard page at `/dashboard`. When `admin.token` is set, every
+//! data request needs `Authorization: Bearer <token>`; the dashboard's static files (which
+//! hold no data) do not, and the page sends the token it is given in its URL fragment.
+
+mod dashboard;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +42,9 @@ pub fn router(gw: Arc<Gateway>, token: Option<String>, analytics: Option<Router>
     if let Some(analytics) = analytics {
         router = router.merge(analytics);
     }
-    router.layer(middleware::from_fn_with_state(state, require_token))
+    router
+        .layer(middleware::from_fn_with_state(state, require_token))
+        .merge(dashboard::router())
 }
 
 async fn require_token(

@@ -190,6 +190,19 @@ impl Gateway {
             rate_limited: metrics.rate_limited.with_label_values(&[UNMATCHED]),
             limit_gauge: metrics.rate_limit_current.with_label_values(&[UNMATCHED]),
         });
+        // Series that exist from the start, at 0, so dashboards see them before the first event.
+        for metric in crate::policy::types::Metric::ALL {
+            for route in &routes {
+                metrics
+                    .anomalies
+                    .with_label_values(&[&*route.label, metric.as_str()]);
+            }
+            for backend in &backends {
+                metrics
+                    .backend_anomalies
+                    .with_label_values(&[&*backend.label, metric.as_str()]);
+            }
+        }
         let route_names = RouteNames::new(
             config.analytics.max_routes,
             metrics.route_overflow.clone(),

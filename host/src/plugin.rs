@@ -169,6 +169,18 @@ impl Plugins {
                 })
             });
         }
+        for name in slots.keys() {
+            for reason in [
+                "trap",
+                "timeout",
+                "memory",
+                "invalid_output",
+                "configure",
+                "instantiate",
+            ] {
+                metrics.plugin_errors.with_label_values(&[&**name, reason]);
+            }
+        }
         Ok(Some(Self {
             dir: p.dir.clone(),
             runtime,

@@ -1,6 +1,7 @@
 //! Test support: backends, the gateway process, and a client.
 
 pub mod backend;
+pub mod external;
 pub mod gateway;
 pub mod load;
 pub mod plugins;

@@ -4,6 +4,7 @@
 //!   `.wasm` files into `plugins/dist/` (each by write-then-rename, so a running gateway
 //!   never sees half a file).
 //! - `run [ARGS]`: `plugins`, then `cargo run --release -p microgate -- run [ARGS]`.
+//! - `demo [--linger SECONDS]`: `plugins`, then the demo (`examples/demo`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -22,7 +23,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("plugins") => build_plugins().map(|_| ()),
         Some("run") => build_plugins().and_then(|_| run_gateway(&args[1..])),
-        _ => Err("usage: cargo xtask plugins | cargo xtask run [ARGS]".into()),
+        Some("demo") => build_plugins().and_then(|_| run_demo(&args[1..])),
+        _ => Err("usage: cargo xtask plugins | run [ARGS] | demo [--linger SECONDS]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,6 +101,19 @@ fn build_plugins() -> Result<Vec<PathBuf>, String> {
     }
     eprintln!("xtask: plugins installed in {}", dist.display());
     Ok(out)
+}
+
+fn run_demo(args: &[String]) -> Result<(), String> {
+    let status = cargo()
+        .current_dir(root())
+        .args(["run", "--release", "-p", "demo", "--"])
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("the demo exited with {status}"))
 }
 
 fn run_gateway(args: &[String]) -> Result<(), String> {

@@ -138,38 +138,13 @@ impl Analyzer {
         let bucket_ms = align(now, interval) - interval;
         let from = bucket_ms - ms(an.window);
 
-        let learn_after = ms(an.anomaly.learn_after);
+        let clock = Clock {
+            bucket_ms,
+            from,
+            interval,
+        };
         let report = |key: SeriesKey, first_seen: Option<UnixMs>| {
-            let buckets = self.store.buckets(&key, from, bucket_ms + interval);
-            let (under_test, history): (Vec<_>, Vec<_>) =
-                buckets.into_iter().partition(|b| b.start == bucket_ms);
-            let first = first_seen.unwrap_or(bucket_ms);
-            let observed = baseline(&history, from, bucket_ms, first, interval);
-            // While an anomaly lasts (up to `learn_after`), its buckets are not normal.
-            let since = self
-                .anomalies()
-                .active_since(&key)
-                .filter(|s| bucket_ms - s < learn_after);
-            let learned = match since {
-                Some(since) => {
-                    let before: Vec<_> = history
-                        .iter()
-                        .filter(|b| b.start < since)
-                        .cloned()
-                        .collect();
-                    let mut b = baseline(&before, from, since, first, interval);
-                    b.history_seconds = observed.history_seconds;
-                    b
-                }
-                None => observed.clone(),
-            };
-            SeriesReport {
-                name: key.name().clone(),
-                first_seen_ms: first_seen,
-                baseline: learned,
-                observed,
-                current: window(under_test.first(), bucket_ms, interval),
-            }
+            self.report(key.clone(), &key, first_seen, clock)
         };
         let routes = self.series(
             SeriesKind::Route,
@@ -196,10 +171,52 @@ impl Analyzer {
         self.detect_anomalies(&analysis, session.as_mut());
         self.publish_limits(&analysis, session.as_mut());
         drop(session);
-        self.publish_thresholds(&analysis);
+        self.publish_thresholds(&analysis, clock);
         self.latest.store(analysis.clone());
         timer.observe_duration();
         analysis
+    }
+
+    /// A series' baselines and bucket under test. `anomalies_of` names the series whose
+    /// ongoing anomaly (if any, for up to `learn_after`) keeps its buckets out of the
+    /// learned baseline.
+    fn report(
+        &self,
+        key: SeriesKey,
+        anomalies_of: &SeriesKey,
+        first_seen: Option<UnixMs>,
+        c: Clock,
+    ) -> SeriesReport {
+        let learn_after = ms(self.config.analytics.anomaly.learn_after);
+        let buckets = self.store.buckets(&key, c.from, c.bucket_ms + c.interval);
+        let (under_test, history): (Vec<_>, Vec<_>) =
+            buckets.into_iter().partition(|b| b.start == c.bucket_ms);
+        let first = first_seen.unwrap_or(c.bucket_ms);
+        let observed = baseline(&history, c.from, c.bucket_ms, first, c.interval);
+        let since = self
+            .anomalies()
+            .active_since(anomalies_of)
+            .filter(|s| c.bucket_ms - s < learn_after);
+        let learned = match since {
+            Some(since) => {
+                let before: Vec<_> = history
+                    .iter()
+                    .filter(|b| b.start < since)
+                    .cloned()
+                    .collect();
+                let mut b = baseline(&before, c.from, since, first, c.interval);
+                b.history_seconds = observed.history_seconds;
+                b
+            }
+            None => observed.clone(),
+        };
+        SeriesReport {
+            name: key.name().clone(),
+            first_seen_ms: first_seen,
+            baseline: learned,
+            observed,
+            current: window(under_test.first(), c.bucket_ms, c.interval),
+        }
     }
 
     /// Configured names plus every name the store knows, with when each was first seen.
@@ -208,13 +225,18 @@ impl Analyzer {
         kind: SeriesKind,
         configured: impl Iterator<Item = Arc<str>>,
     ) -> Vec<(Arc<str>, Option<UnixMs>)> {
-        let known = self.store.series(kind);
+        let known: std::collections::HashMap<Arc<str>, UnixMs> = self
+            .store
+            .series(kind)
+            .into_iter()
+            .map(|(k, first)| (k.name().clone(), first))
+            .collect();
         let mut names: BTreeSet<Arc<str>> = configured.collect();
-        names.extend(known.iter().map(|(n, _)| n.clone()));
+        names.extend(known.keys().cloned());
         names
             .into_iter()
             .map(|n| {
-                let first = known.iter().find(|(k, _)| *k == n).map(|(_, f)| *f);
+                let first = known.get(&n).copied();
                 (n, first)
             })
             .collect()
@@ -240,7 +262,7 @@ impl Analyzer {
                 (Some(s), Some(slot)) => {
                     let kind = match key {
                         SeriesKey::Route(_) => wit::SeriesKind::Route,
-                        SeriesKey::Backend(_) => wit::SeriesKind::Backend,
+                        SeriesKey::Backend(_) | SeriesKey::Pair(..) => wit::SeriesKind::Backend,
                     };
                     s.detect(slot, &convert::series(kind, report))
                 }
@@ -259,6 +281,7 @@ impl Analyzer {
         let evaluated = |k: &SeriesKey| match k {
             SeriesKey::Route(n) => analysis.route(n).is_some(),
             SeriesKey::Backend(n) => analysis.backend(n).is_some(),
+            SeriesKey::Pair(..) => true,
         };
         log.end_unseen(&evaluated, at);
     }
@@ -293,14 +316,16 @@ impl Analyzer {
         }
     }
 
-    fn publish_thresholds(&self, analysis: &Analysis) {
+    /// Breaker thresholds: each backend's from its own baseline, and each route's on a
+    /// backend from that route's traffic to that backend (so a backend that normally fails
+    /// a little more does not trip on a route that is clean elsewhere).
+    fn publish_thresholds(&self, analysis: &Analysis, clock: Clock) {
         let cfg = &self.config.circuit_breaker.adaptive;
-        let learned = |r: Option<&SeriesReport>| -> Option<f64> {
-            let r = r?;
+        let learned = |b: &Baseline| -> Option<f64> {
             let learned = cfg.enabled
-                && r.baseline.requests > 0
-                && r.baseline.history_seconds >= cfg.learning_period.as_secs_f64();
-            learned.then(|| builtin::breaker_threshold(r.baseline.overall_error_rate, cfg))
+                && b.requests > 0
+                && b.history_seconds >= cfg.learning_period.as_secs_f64();
+            learned.then(|| builtin::breaker_threshold(b.overall_error_rate, cfg))
         };
         let gauge = |backend: &str, route: &str, value: f64| {
             self.gw
@@ -309,16 +334,28 @@ impl Analyzer {
                 .with_label_values(&[backend, route])
                 .set(value);
         };
+        let pairs: std::collections::HashMap<SeriesKey, UnixMs> =
+            self.store.series(SeriesKind::Pair).into_iter().collect();
         for backend in &self.gw.backends {
-            backend
-                .breaker
-                .set_threshold(learned(analysis.backend(&backend.label)));
+            let own = analysis
+                .backend(&backend.label)
+                .and_then(|r| learned(&r.baseline));
+            backend.breaker.set_threshold(own);
             gauge(&backend.label, "*", backend.breaker.threshold());
             for (slot, route_id) in backend.routes.iter().enumerate() {
                 let Some(route) = self.gw.routes.get(*route_id) else {
                     continue;
                 };
-                let threshold = learned(analysis.route(&route.label));
+                let key = SeriesKey::Pair(route.label.clone(), backend.label.clone());
+                let threshold = pairs.get(&key).and_then(|first| {
+                    let report = self.report(
+                        key.clone(),
+                        &SeriesKey::Route(route.label.clone()),
+                        Some(*first),
+                        clock,
+                    );
+                    learned(&report.baseline)
+                });
                 backend.breaker.set_route_threshold(slot, threshold);
                 if let Some(t) = threshold {
                     gauge(&backend.label, &route.label, t);
@@ -387,6 +424,16 @@ impl Analyzer {
             upstream.balancer.set_weights(Some(weights));
         }
     }
+}
+
+/// The tick's bucket geometry.
+#[derive(Clone, Copy)]
+struct Clock {
+    /// Start of the bucket under test.
+    bucket_ms: UnixMs,
+    /// Start of the baseline window.
+    from: UnixMs,
+    interval: i64,
 }
 
 fn ms(d: std::time::Duration) -> i64 {

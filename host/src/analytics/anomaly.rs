@@ -103,6 +103,9 @@ impl AnomalyLog {
     /// Records one evaluation of a series: `findings` are its anomalous metrics in the
     /// bucket starting at `now`.
     pub fn observe(&mut self, key: &SeriesKey, findings: &[Finding], now: UnixMs) {
+        if matches!(key, SeriesKey::Pair(..)) {
+            return; // route x backend pairs only set breaker thresholds
+        }
         for f in findings {
             let entry_key = (key.clone(), f.metric);
             if let Some(a) = self.active.get_mut(&entry_key) {
@@ -118,7 +121,7 @@ impl AnomalyLog {
             }
             let (route, backend) = match key {
                 SeriesKey::Route(n) => (Some(n.clone()), None),
-                SeriesKey::Backend(n) => (None, Some(n.clone())),
+                SeriesKey::Backend(n) | SeriesKey::Pair(_, n) => (None, Some(n.clone())),
             };
             let a = Anomaly {
                 id: self.next_id,
@@ -267,7 +270,7 @@ impl AnomalyLog {
                     "anomaly detected"
                 );
             }
-            SeriesKey::Backend(name) => {
+            SeriesKey::Backend(name) | SeriesKey::Pair(_, name) => {
                 self.metrics
                     .backend_anomalies
                     .with_label_values(&[&**name, metric])
@@ -292,7 +295,7 @@ impl AnomalyLog {
         let duration_ms = a.ended_ms.unwrap_or(a.last_seen_ms) - a.started_ms;
         let (field, name) = match key {
             SeriesKey::Route(n) => ("route", n),
-            SeriesKey::Backend(n) => ("backend", n),
+            SeriesKey::Backend(n) | SeriesKey::Pair(_, n) => ("backend", n),
         };
         tracing::info!(
             "type" = "anomaly_resolved",

@@ -15,8 +15,9 @@ use super::store::{Persist, SeriesKey};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS buckets (
-    kind INTEGER NOT NULL,          -- 0 route, 1 backend
-    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,          -- 0 route, 1 backend, 2 route x backend
+    name TEXT NOT NULL,             -- the route or backend (for 2: the route)
+    backend TEXT NOT NULL,          -- for 2: the backend; else ''
     start_ms INTEGER NOT NULL,
     interval_ms INTEGER NOT NULL,
     requests INTEGER NOT NULL,
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     bytes_in INTEGER NOT NULL,
     bytes_out INTEGER NOT NULL,
     latency BLOB NOT NULL,          -- histogram: (u16 bin, u32 count) little-endian pairs
-    PRIMARY KEY (kind, name, start_ms)
+    PRIMARY KEY (kind, name, backend, start_ms)
 ) WITHOUT ROWID;
 ";
 
@@ -85,17 +86,19 @@ pub fn open(
 fn load(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<(SeriesKey, Bucket)>> {
     let mut stmt = conn.prepare(
         "SELECT kind, name, start_ms, interval_ms, requests, errors, latency_total_us,
-                latency_max_us, bytes_in, bytes_out, latency
+                latency_max_us, bytes_in, bytes_out, latency, backend
          FROM buckets WHERE start_ms >= ?1 ORDER BY start_ms",
     )?;
     let rows = stmt.query_map([since], |row| {
         let kind: i64 = row.get(0)?;
         let name: String = row.get(1)?;
         let blob: Vec<u8> = row.get(10)?;
+        let backend: String = row.get(11)?;
         let u = |i| row.get::<_, i64>(i).map(|v| v.max(0) as u64);
         Ok((
             kind,
             name,
+            backend,
             blob,
             Bucket {
                 start: row.get(2)?,
@@ -112,10 +115,11 @@ fn load(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<(SeriesKey, Bu
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (kind, name, blob, mut bucket) = row?;
+        let (kind, name, backend, blob, mut bucket) = row?;
         let key = match kind {
             0 => SeriesKey::Route(name.into()),
             1 => SeriesKey::Backend(name.into()),
+            2 => SeriesKey::Pair(name.into(), backend.into()),
             _ => continue,
         };
         let Some(hist) = Histogram::decode(&blob) else {
@@ -131,10 +135,11 @@ fn load(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<(SeriesKey, Bu
     Ok(out)
 }
 
-fn kind_name(key: &SeriesKey) -> (i64, &str) {
+fn kind_name(key: &SeriesKey) -> (i64, &str, &str) {
     match key {
-        SeriesKey::Route(n) => (0, n),
-        SeriesKey::Backend(n) => (1, n),
+        SeriesKey::Route(n) => (0, n, ""),
+        SeriesKey::Backend(n) => (1, n, ""),
+        SeriesKey::Pair(r, b) => (2, r, b),
     }
 }
 
@@ -160,16 +165,20 @@ fn apply(
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO buckets VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT OR REPLACE INTO buckets (kind, name, backend, start_ms, interval_ms, requests, errors,
+                 latency_total_us, latency_max_us, bytes_in, bytes_out, latency)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        let mut delete_range =
-            tx.prepare_cached("DELETE FROM buckets WHERE kind = ?1 AND name = ?2 AND start_ms >= ?3 AND start_ms < ?4")?;
+        let mut delete_range = tx.prepare_cached(
+            "DELETE FROM buckets WHERE kind = ?1 AND name = ?2 AND backend = ?3 AND start_ms >= ?4 AND start_ms < ?5",
+        )?;
         let mut save = |key: &SeriesKey, b: &Bucket| {
-            let (kind, name) = kind_name(key);
+            let (kind, name, backend) = kind_name(key);
             let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             insert.execute(params![
                 kind,
                 name,
+                backend,
                 b.start,
                 b.interval_ms,
                 i(b.requests),
@@ -187,8 +196,8 @@ fn apply(
                     save(&key, &b)?;
                 }
                 Op::Replace(key, from, to, b) => {
-                    let (kind, name) = kind_name(&key);
-                    delete_range.execute(params![kind, name, from, to])?;
+                    let (kind, name, backend) = kind_name(&key);
+                    delete_range.execute(params![kind, name, backend, from, to])?;
                     save(&key, &b)?;
                 }
                 Op::Expire(before) => {
@@ -296,8 +305,8 @@ mod tests {
         let store = MemoryStore::new(settings(), Some(Box::new(persist)));
         assert_eq!(
             loaded.len(),
-            4,
-            "two buckets each for the route and the backend"
+            6,
+            "two buckets each for the route, the backend and the pair"
         );
         store.load(loaded, 11_600);
         let after = store.buckets(&SeriesKey::Route("/a".into()), 0, i64::MAX);

@@ -16,12 +16,16 @@ use super::bucket::{Bucket, OpenBucket, Sample, UnixMs, align};
 pub enum SeriesKey {
     Route(Arc<str>),
     Backend(Arc<str>),
+    /// One route's traffic to one backend: (route, backend). Its error baseline sets the
+    /// route's breaker threshold on that backend.
+    Pair(Arc<str>, Arc<str>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeriesKind {
     Route,
     Backend,
+    Pair,
 }
 
 impl SeriesKey {
@@ -29,12 +33,14 @@ impl SeriesKey {
         match self {
             SeriesKey::Route(_) => SeriesKind::Route,
             SeriesKey::Backend(_) => SeriesKind::Backend,
+            SeriesKey::Pair(..) => SeriesKind::Pair,
         }
     }
 
+    /// The route's or backend's name (a pair's route).
     pub fn name(&self) -> &Arc<str> {
         match self {
-            SeriesKey::Route(n) | SeriesKey::Backend(n) => n,
+            SeriesKey::Route(n) | SeriesKey::Backend(n) | SeriesKey::Pair(n, _) => n,
         }
     }
 }
@@ -58,7 +64,7 @@ pub trait TrafficStore: Send + Sync + 'static {
     /// included.
     fn buckets(&self, key: &SeriesKey, from: UnixMs, to: UnixMs) -> Vec<Bucket>;
     /// Every series of a kind, with the start of its oldest bucket.
-    fn series(&self, kind: SeriesKind) -> Vec<(Arc<str>, UnixMs)>;
+    fn series(&self, kind: SeriesKind) -> Vec<(SeriesKey, UnixMs)>;
     /// Saves the buckets in progress, so a clean restart loses nothing.
     fn flush(&self);
     /// The bucket width.
@@ -211,6 +217,12 @@ impl TrafficStore for MemoryStore {
             self.add(&mut map, SeriesKey::Route(r.route.clone()), r.at, &r.sample);
             if let Some(b) = &r.backend {
                 self.add(&mut map, SeriesKey::Backend(b.clone()), r.at, &r.sample);
+                self.add(
+                    &mut map,
+                    SeriesKey::Pair(r.route.clone(), b.clone()),
+                    r.at,
+                    &r.sample,
+                );
             }
         }
     }
@@ -258,12 +270,12 @@ impl TrafficStore for MemoryStore {
         out
     }
 
-    fn series(&self, kind: SeriesKind) -> Vec<(Arc<str>, UnixMs)> {
+    fn series(&self, kind: SeriesKind) -> Vec<(SeriesKey, UnixMs)> {
         let map = self.read();
         let mut out: Vec<_> = map
             .iter()
             .filter(|(k, _)| k.kind() == kind)
-            .map(|(k, s)| (k.name().clone(), s.first))
+            .map(|(k, s)| (k.clone(), s.first))
             .collect();
         out.sort();
         out

@@ -54,9 +54,16 @@ fn requests_land_in_the_bucket_of_their_interval() {
     let names: Vec<_> = s
         .series(SeriesKind::Backend)
         .into_iter()
-        .map(|(n, _)| n.to_string())
+        .map(|(k, _)| k.name().to_string())
         .collect();
     assert_eq!(names, ["b1", "b2"]);
+    let pair = SeriesKey::Pair("/a".into(), "b1".into());
+    assert_eq!(
+        s.buckets(&pair, 0, 10 * SEC)[0].requests,
+        2,
+        "route x backend pairs too"
+    );
+    assert_eq!(s.series(SeriesKind::Pair).len(), 2);
     assert_eq!(
         s.series(SeriesKind::Route)[0].1,
         1_000,
