@@ -65,10 +65,18 @@ fn run(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     let _log_guard = init_logging(&config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker: tokio's single-threaded scheduler, which skips work-stealing's
+    // bookkeeping. More (or the default, one per core): the multi-threaded one.
+    let mut builder = match config.proxy.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

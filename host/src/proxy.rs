@@ -61,7 +61,7 @@ async fn forward(gw: Arc<Gateway>, req: Req) -> Result<Response<Body>, Infallibl
     let Some(upstream) = &route.upstream else {
         return Ok(GatewayError::NoRoute.into());
     };
-    let Some(attempt) = upstream.pick(Instant::now(), route.id) else {
+    let Some(attempt) = upstream.pick(route.id) else {
         return Ok(GatewayError::NoHealthyBackend.into());
     };
     let backend = attempt.backend.clone();

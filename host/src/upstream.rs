@@ -103,9 +103,16 @@ impl Backend {
 impl Upstream {
     /// Picks a backend for a request of `route` whose breaker admits it, or `None` when all
     /// are open.
-    pub fn pick(&self, now: Instant, route: usize) -> Option<Attempt> {
+    pub fn pick(&self, route: usize) -> Option<Attempt> {
+        // The clock is read only when a breaker is not closed (the common case needs none).
+        let mut now = None;
         self.balancer.pick(&self.backends, |backend| {
-            let (permit, transition) = backend.breaker.try_acquire(now);
+            let (permit, transition) = match backend.breaker.state() {
+                BreakerState::Closed => (Some(Permit::Normal), None),
+                _ => backend
+                    .breaker
+                    .try_acquire(*now.get_or_insert_with(Instant::now)),
+            };
             backend.on_transition(transition);
             permit.map(|permit| Attempt {
                 backend: backend.clone(),

@@ -68,6 +68,7 @@ pub fn open(
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
+    migrate(&conn).map_err(err)?;
     let loaded = load(&conn, since).map_err(err)?;
     let (tx, rx) = channel();
     let writer = std::thread::Builder::new()
@@ -80,6 +81,31 @@ pub fn open(
             writer: Mutex::new(Some(writer)),
         },
         loaded,
+    ))
+}
+
+/// Brings a file written by an earlier version up to the current schema: the first one had
+/// no `backend` column (and no route x backend series).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut columns = conn.prepare("SELECT name FROM pragma_table_info('buckets')")?;
+    let has_backend = columns
+        .query_map([], |row| row.get::<_, String>(0))?
+        .filter_map(Result::ok)
+        .any(|c| c == "backend");
+    if has_backend {
+        return Ok(());
+    }
+    tracing::info!("upgrading the analytics store to the current schema");
+    conn.execute_batch(&format!(
+        "BEGIN;
+         ALTER TABLE buckets RENAME TO buckets_v1;
+         {SCHEMA}
+         INSERT INTO buckets (kind, name, backend, start_ms, interval_ms, requests, errors,
+                              latency_total_us, latency_max_us, bytes_in, bytes_out, latency)
+           SELECT kind, name, '', start_ms, interval_ms, requests, errors, latency_total_us,
+                  latency_max_us, bytes_in, bytes_out, latency FROM buckets_v1;
+         DROP TABLE buckets_v1;
+         COMMIT;"
     ))
 }
 
@@ -341,6 +367,31 @@ mod tests {
             .map(|(k, b)| (k.name().to_string(), b.start, b.interval_ms))
             .collect();
         assert_eq!(routes, [("/new".to_owned(), 2_880_000, 60_000)]);
+    }
+
+    #[test]
+    fn a_file_from_the_first_schema_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, start_ms INTEGER NOT NULL,
+                   interval_ms INTEGER NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL,
+                   latency_total_us INTEGER NOT NULL, latency_max_us INTEGER NOT NULL,
+                   bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL, latency BLOB NOT NULL,
+                   PRIMARY KEY (kind, name, start_ms)) WITHOUT ROWID;
+                 INSERT INTO buckets VALUES (0, '/old', 5000, 1000, 7, 1, 700, 100, 0, 0, x'');",
+            )
+            .unwrap();
+        }
+        let (persist, loaded) = open(&path, 0).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].0, SeriesKey::Route("/old".into()));
+        assert_eq!(loaded[0].1.requests, 7);
+        persist.close();
+        // And it opens again without upgrading twice.
+        assert_eq!(open(&path, 0).unwrap().1.len(), 1);
     }
 
     #[test]

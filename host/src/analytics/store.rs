@@ -183,11 +183,19 @@ impl MemoryStore {
     ) {
         let interval = self.settings.interval_ms;
         let start = align(at, interval);
-        let series = map.entry(key.clone()).or_insert_with(|| Series {
-            first: start,
-            done: VecDeque::new(),
-            open: None,
-        });
+        if !map.contains_key(&key) {
+            map.insert(
+                key.clone(),
+                Series {
+                    first: start,
+                    done: VecDeque::new(),
+                    open: None,
+                },
+            );
+        }
+        let Some(series) = map.get_mut(&key) else {
+            return;
+        };
         match &mut series.open {
             Some(open) if open.start >= start => open.add(sample),
             _ => {

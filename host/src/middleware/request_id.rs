@@ -62,9 +62,13 @@ fn is_sane(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(|c| c.is_ascii_graphic())
 }
 
+/// A UUID v4 from 128 random bits of the thread's fast generator (unique, not secret: a
+/// request ID needs no cryptographic strength).
 fn generate() -> HeaderValue {
+    let bytes = fastrand::u128(..).to_le_bytes();
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let text = id.hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
