@@ -11,7 +11,7 @@ use rusqlite::{Connection, params};
 
 use super::bucket::{Bucket, UnixMs};
 use super::histogram::Histogram;
-use super::store::{Persist, SeriesKey};
+use super::store::{Change, Persist, SeriesKey};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS buckets (
@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS buckets (
 ) WITHOUT ROWID;
 ";
 
+/// Created after [`migrate`], which replaces the table (and would drop an index made before).
+/// Expiry deletes by start time.
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS buckets_by_start ON buckets (start_ms);";
+
 #[derive(Debug, thiserror::Error)]
 #[error("analytics store {path}: {source}")]
 pub struct SqliteError {
@@ -39,9 +43,7 @@ pub struct SqliteError {
 }
 
 enum Op {
-    Save(SeriesKey, Bucket),
-    Replace(SeriesKey, UnixMs, UnixMs, Bucket),
-    Expire(UnixMs),
+    Write(Vec<Change>),
     /// Answered once everything sent before it is committed.
     Sync(Sender<()>),
 }
@@ -52,8 +54,8 @@ pub struct SqlitePersist {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Opens (or creates) the database and reads back every bucket that starts at or after
-/// `since`.
+/// Opens (or creates) the database, drops the buckets that start before `since` (past
+/// retention) and reads back the rest.
 pub fn open(
     path: &Path,
     since: UnixMs,
@@ -69,6 +71,9 @@ pub fn open(
         .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     migrate(&conn).map_err(err)?;
+    conn.execute_batch(INDEXES).map_err(err)?;
+    conn.execute("DELETE FROM buckets WHERE start_ms < ?1", [since])
+        .map_err(err)?;
     let loaded = load(&conn, since).map_err(err)?;
     let (tx, rx) = channel();
     let writer = std::thread::Builder::new()
@@ -217,19 +222,30 @@ fn apply(
             ])
         };
         for op in batch {
-            match op {
-                Op::Save(key, b) => {
-                    save(&key, &b)?;
+            let changes = match op {
+                Op::Write(changes) => changes,
+                Op::Sync(reply) => {
+                    replies.push(reply);
+                    continue;
                 }
-                Op::Replace(key, from, to, b) => {
-                    let (kind, name, backend) = kind_name(&key);
-                    delete_range.execute(params![kind, name, backend, from, to])?;
-                    save(&key, &b)?;
-                }
-                Op::Expire(before) => {
-                    tx.execute("DELETE FROM buckets WHERE start_ms < ?1", [before])?;
-                }
-                Op::Sync(reply) => replies.push(reply),
+            };
+            for change in changes {
+                match change {
+                    Change::Save(key, b) => save(&key, &b)?,
+                    Change::Replace {
+                        key,
+                        from,
+                        to,
+                        bucket,
+                    } => {
+                        let (kind, name, backend) = kind_name(&key);
+                        delete_range.execute(params![kind, name, backend, from, to])?;
+                        save(&key, &bucket)?
+                    }
+                    Change::Expire(before) => {
+                        tx.execute("DELETE FROM buckets WHERE start_ms < ?1", [before])?
+                    }
+                };
             }
         }
     }
@@ -261,16 +277,8 @@ impl SqlitePersist {
 }
 
 impl Persist for SqlitePersist {
-    fn save(&self, key: &SeriesKey, bucket: &Bucket) {
-        self.send(Op::Save(key.clone(), bucket.clone()));
-    }
-
-    fn replace(&self, key: &SeriesKey, from: UnixMs, to: UnixMs, bucket: &Bucket) {
-        self.send(Op::Replace(key.clone(), from, to, bucket.clone()));
-    }
-
-    fn expire(&self, before: UnixMs) {
-        self.send(Op::Expire(before));
+    fn write(&self, changes: Vec<Change>) {
+        self.send(Op::Write(changes));
     }
 
     fn sync(&self) {
@@ -370,6 +378,37 @@ mod tests {
     }
 
     #[test]
+    fn opening_drops_what_is_past_retention_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let (persist, _) = open(&path, 0).unwrap();
+            let persist = Arc::new(persist);
+            let store = MemoryStore::new(settings(), Some(Box::new(persist.clone())));
+            store.record(&[rec("/old", 1_000, 100), rec("/new", 9_000, 100)]);
+            store.flush();
+            persist.close();
+        }
+        let (persist, loaded) = open(&path, 5_000).unwrap();
+        assert!(!loaded.is_empty());
+        assert!(
+            loaded
+                .iter()
+                .all(|(k, b)| k.name().as_ref() != "/old" && b.start >= 5_000)
+        );
+        persist.close();
+        let conn = Connection::open(&path).unwrap();
+        let left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM buckets WHERE name = '/old'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "rows past retention are deleted, not just skipped");
+    }
+
+    #[test]
     fn a_file_from_the_first_schema_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
@@ -390,8 +429,17 @@ mod tests {
         assert_eq!(loaded[0].0, SeriesKey::Route("/old".into()));
         assert_eq!(loaded[0].1.requests, 7);
         persist.close();
-        // And it opens again without upgrading twice.
+        // And it opens again without upgrading twice, with the expiry index in place.
         assert_eq!(open(&path, 0).unwrap().1.len(), 1);
+        let conn = Connection::open(&path).unwrap();
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_index_list('buckets') WHERE name = 'buckets_by_start'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, 1);
     }
 
     #[test]

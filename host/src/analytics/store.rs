@@ -71,27 +71,36 @@ pub trait TrafficStore: Send + Sync + 'static {
     fn interval(&self) -> Duration;
 }
 
+/// One change to the persisted buckets.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Saves (or overwrites) a bucket.
+    Save(SeriesKey, Bucket),
+    /// Replaces a series' buckets starting in `[from, to)` with one rolled-up bucket.
+    Replace {
+        key: SeriesKey,
+        from: UnixMs,
+        to: UnixMs,
+        bucket: Bucket,
+    },
+    /// Drops every bucket that starts before this.
+    Expire(UnixMs),
+}
+
 /// Where completed buckets go to survive a restart.
 pub trait Persist: Send + Sync + 'static {
-    /// Saves (or overwrites) a bucket.
-    fn save(&self, key: &SeriesKey, bucket: &Bucket);
-    /// Replaces a series' buckets starting in `[from, to)` with one rolled-up bucket.
-    fn replace(&self, key: &SeriesKey, from: UnixMs, to: UnixMs, bucket: &Bucket);
-    /// Drops every bucket that starts before `before`.
-    fn expire(&self, before: UnixMs);
+    /// Applies changes, in order. The store hands over everything one call to `record`,
+    /// `maintain` or `flush` produced at once, so a backend can write it in one
+    /// transaction (with 1 s buckets and 1,000 routes that is thousands of buckets a
+    /// second).
+    fn write(&self, changes: Vec<Change>);
     /// Returns once everything handed over so far is stored.
     fn sync(&self) {}
 }
 
 impl<P: Persist> Persist for Arc<P> {
-    fn save(&self, key: &SeriesKey, bucket: &Bucket) {
-        (**self).save(key, bucket)
-    }
-    fn replace(&self, key: &SeriesKey, from: UnixMs, to: UnixMs, bucket: &Bucket) {
-        (**self).replace(key, from, to, bucket)
-    }
-    fn expire(&self, before: UnixMs) {
-        (**self).expire(before)
+    fn write(&self, changes: Vec<Change>) {
+        (**self).write(changes)
     }
     fn sync(&self) {
         (**self).sync()
@@ -119,9 +128,13 @@ impl StoreSettings {
     }
 }
 
+/// foldhash: the map is updated three times per recorded request; its keys are route
+/// labels, bounded by the route cap, so SipHash's flooding resistance buys nothing here.
+type SeriesMap = HashMap<SeriesKey, Series, foldhash::fast::RandomState>;
+
 pub struct MemoryStore {
     settings: StoreSettings,
-    series: RwLock<HashMap<SeriesKey, Series>>,
+    series: RwLock<SeriesMap>,
     persist: Option<Box<dyn Persist>>,
 }
 
@@ -138,7 +151,7 @@ impl MemoryStore {
     pub fn new(settings: StoreSettings, persist: Option<Box<dyn Persist>>) -> Self {
         Self {
             settings,
-            series: RwLock::new(HashMap::new()),
+            series: RwLock::new(SeriesMap::default()),
             persist,
         }
     }
@@ -166,41 +179,41 @@ impl MemoryStore {
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<SeriesKey, Series>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, SeriesMap> {
         self.series.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<SeriesKey, Series>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SeriesMap> {
         self.series.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn add(
         &self,
-        map: &mut HashMap<SeriesKey, Series>,
+        map: &mut SeriesMap,
         key: SeriesKey,
         at: UnixMs,
         sample: &Sample,
+        out: &mut Vec<Change>,
     ) {
         let interval = self.settings.interval_ms;
         let start = align(at, interval);
-        if !map.contains_key(&key) {
-            map.insert(
-                key.clone(),
-                Series {
-                    first: start,
-                    done: VecDeque::new(),
-                    open: None,
-                },
-            );
-        }
-        let Some(series) = map.get_mut(&key) else {
+        // The common case: the series exists and its bucket in progress takes the sample.
+        if let Some(open) = map.get_mut(&key).and_then(|s| s.open.as_mut())
+            && open.start >= start
+        {
+            open.add(sample);
             return;
-        };
+        }
+        let series = map.entry(key.clone()).or_insert_with(|| Series {
+            first: start,
+            done: VecDeque::new(),
+            open: None,
+        });
         match &mut series.open {
             Some(open) if open.start >= start => open.add(sample),
             _ => {
                 if let Some(closed) = series.open.take() {
-                    self.close(&key, series, closed);
+                    self.close(&key, series, closed, out);
                 }
                 let mut open = OpenBucket::new(start, interval);
                 open.add(sample);
@@ -209,10 +222,10 @@ impl MemoryStore {
         }
     }
 
-    fn close(&self, key: &SeriesKey, series: &mut Series, open: OpenBucket) {
+    fn close(&self, key: &SeriesKey, series: &mut Series, open: OpenBucket, out: &mut Vec<Change>) {
         let bucket = open.snapshot();
-        if let Some(p) = &self.persist {
-            p.save(key, &bucket);
+        if self.persist.is_some() {
+            out.push(Change::Save(key.clone(), bucket.clone()));
         }
         series.done.push_back(bucket);
     }
@@ -220,42 +233,49 @@ impl MemoryStore {
 
 impl TrafficStore for MemoryStore {
     fn record(&self, records: &[Record]) {
+        let mut out = Vec::new();
         let mut map = self.write();
         for r in records {
-            self.add(&mut map, SeriesKey::Route(r.route.clone()), r.at, &r.sample);
+            let route = SeriesKey::Route(r.route.clone());
+            self.add(&mut map, route, r.at, &r.sample, &mut out);
             if let Some(b) = &r.backend {
-                self.add(&mut map, SeriesKey::Backend(b.clone()), r.at, &r.sample);
-                self.add(
-                    &mut map,
-                    SeriesKey::Pair(r.route.clone(), b.clone()),
-                    r.at,
-                    &r.sample,
-                );
+                let backend = SeriesKey::Backend(b.clone());
+                self.add(&mut map, backend, r.at, &r.sample, &mut out);
+                let pair = SeriesKey::Pair(r.route.clone(), b.clone());
+                self.add(&mut map, pair, r.at, &r.sample, &mut out);
             }
         }
+        drop(map);
+        self.hand_over(out);
     }
 
     fn maintain(&self, now: UnixMs) {
         let s = self.settings;
         let expire_before = now.saturating_sub(s.retention_ms);
         let rollup_before = align(now.saturating_sub(s.rollup_after_ms), s.rollup_interval_ms);
+        let mut out = Vec::new();
+        let mut expired = false;
         let mut map = self.write();
         for (key, series) in map.iter_mut() {
             if series.open.as_ref().is_some_and(|o| o.end() <= now)
                 && let Some(open) = series.open.take()
             {
-                self.close(key, series, open);
+                self.close(key, series, open, &mut out);
             }
             while series.done.front().is_some_and(|b| b.start < expire_before) {
                 series.done.pop_front();
+                expired = true;
             }
-            self.roll_up(key, series, rollup_before);
+            self.roll_up(key, series, rollup_before, &mut out);
         }
         map.retain(|_, series| series.open.is_some() || !series.done.is_empty());
         drop(map);
-        if let Some(p) = &self.persist {
-            p.expire(expire_before);
+        // What expires in memory expires on disk: the store was loaded with the same
+        // retention (and `sqlite::open` drops what was already too old).
+        if expired {
+            out.push(Change::Expire(expire_before));
         }
+        self.hand_over(out);
     }
 
     fn buckets(&self, key: &SeriesKey, from: UnixMs, to: UnixMs) -> Vec<Bucket> {
@@ -291,14 +311,15 @@ impl TrafficStore for MemoryStore {
 
     fn flush(&self) {
         let Some(p) = &self.persist else { return };
-        {
-            let map = self.read();
-            for (key, series) in map.iter() {
-                if let Some(open) = &series.open {
-                    p.save(key, &open.snapshot());
-                }
-            }
-        }
+        let open: Vec<Change> = self
+            .read()
+            .iter()
+            .filter_map(|(key, series)| {
+                let open = series.open.as_ref()?;
+                Some(Change::Save(key.clone(), open.snapshot()))
+            })
+            .collect();
+        p.write(open);
         p.sync();
     }
 
@@ -310,7 +331,16 @@ impl TrafficStore for MemoryStore {
 impl MemoryStore {
     /// Merges full-resolution buckets that start before `before` into `rollup_interval`
     /// buckets.
-    fn roll_up(&self, key: &SeriesKey, series: &mut Series, before: UnixMs) {
+    /// Passes what `record` or `maintain` changed to persistence, outside the lock.
+    fn hand_over(&self, changes: Vec<Change>) {
+        if let Some(p) = &self.persist
+            && !changes.is_empty()
+        {
+            p.write(changes);
+        }
+    }
+
+    fn roll_up(&self, key: &SeriesKey, series: &mut Series, before: UnixMs, out: &mut Vec<Change>) {
         let width = self.settings.rollup_interval_ms;
         if width <= self.settings.interval_ms {
             return;
@@ -347,8 +377,13 @@ impl MemoryStore {
             }
         }
         for r in rolled {
-            if let Some(p) = &self.persist {
-                p.replace(key, r.start, r.start + width, &r);
+            if self.persist.is_some() {
+                out.push(Change::Replace {
+                    key: key.clone(),
+                    from: r.start,
+                    to: r.start + width,
+                    bucket: r.clone(),
+                });
             }
             kept.push_back(r);
         }

@@ -90,14 +90,13 @@ fn maintain_closes_finished_buckets_and_persists_them() {
     #[derive(Default)]
     struct Saved(Mutex<Vec<(SeriesKey, UnixMs, u64)>>);
     impl Persist for Saved {
-        fn save(&self, key: &SeriesKey, b: &Bucket) {
-            self.0
-                .lock()
-                .unwrap()
-                .push((key.clone(), b.start, b.requests));
+        fn write(&self, changes: Vec<Change>) {
+            for c in changes {
+                if let Change::Save(key, b) = c {
+                    self.0.lock().unwrap().push((key, b.start, b.requests));
+                }
+            }
         }
-        fn replace(&self, _: &SeriesKey, _: UnixMs, _: UnixMs, _: &Bucket) {}
-        fn expire(&self, _: UnixMs) {}
     }
     let saved = Arc::new(Saved::default());
     let s = MemoryStore::new(settings(), Some(Box::new(saved.clone())));
@@ -109,6 +108,33 @@ fn maintain_closes_finished_buckets_and_persists_them() {
     );
     s.maintain(6_000);
     assert_eq!(*saved.0.lock().unwrap(), [(route("/a"), 5_000, 1)]);
+}
+
+#[test]
+fn one_call_hands_persistence_one_batch() {
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<usize>>);
+    impl Persist for Batches {
+        fn write(&self, changes: Vec<Change>) {
+            self.0.lock().unwrap().push(changes.len());
+        }
+    }
+    let batches = Arc::new(Batches::default());
+    let s = MemoryStore::new(settings(), Some(Box::new(batches.clone())));
+    let routes: Vec<String> = (0..50).map(|i| format!("/r{i}")).collect();
+    let at = |t| -> Vec<Record> {
+        routes
+            .iter()
+            .map(|r| rec(r, Some("http://b"), t, 1, false))
+            .collect()
+    };
+    s.record(&at(1_500));
+    assert!(batches.0.lock().unwrap().is_empty(), "nothing closed yet");
+    // The next interval's requests close 50 route, 50 pair and 1 backend bucket: one batch.
+    s.record(&at(2_500));
+    assert_eq!(*batches.0.lock().unwrap(), [101]);
+    s.maintain(3_000);
+    assert_eq!(*batches.0.lock().unwrap(), [101, 101]);
 }
 
 #[test]
