@@ -12,7 +12,7 @@ PID; every wrk run ends by itself.
 On a machine with two or more cores the proxies run on core 1 (one worker or thread each)
 and wrk and the backend on core 0, so the proxy's CPU time is its own.
 
-    bench/run.py                 # the full run (about 10 minutes)
+    bench/run.py                 # the full run (2 rounds, about 11 minutes)
     bench/run.py --quick         # 3 s runs, one round: a smoke test of the setup
     bench/run.py --scenarios small-16,routes --duration 20 --rounds 3
 
