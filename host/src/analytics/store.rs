@@ -6,7 +6,7 @@
 //! ones) and hands completed buckets to an optional [`Persist`] backend such as SQLite.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::bucket::{Bucket, OpenBucket, Sample, UnixMs, align};
@@ -89,10 +89,10 @@ pub enum Change {
 
 /// Where completed buckets go to survive a restart.
 pub trait Persist: Send + Sync + 'static {
-    /// Applies changes, in order. The store hands over everything one call to `record`,
-    /// `maintain` or `flush` produced at once, so a backend can write it in one
-    /// transaction (with 1 s buckets and 1,000 routes that is thousands of buckets a
-    /// second).
+    /// Applies changes, in order. The store hands over what each `maintain` tick (and
+    /// `flush`) produced, with the buckets closed by requests since the last tick, at once,
+    /// so a backend can write it in one transaction (with 1 s buckets and 1,000 routes
+    /// that is thousands of buckets a second).
     fn write(&self, changes: Vec<Change>);
     /// Returns once everything handed over so far is stored.
     fn sync(&self) {}
@@ -136,6 +136,10 @@ pub struct MemoryStore {
     settings: StoreSettings,
     series: RwLock<SeriesMap>,
     persist: Option<Box<dyn Persist>>,
+    /// Buckets `record` closed (the first request of a new interval closes its series'
+    /// bucket), held for the next `maintain`: persistence gets one batch per tick, not
+    /// one per drained batch of requests.
+    closed: Mutex<Vec<Change>>,
 }
 
 struct Series {
@@ -153,6 +157,7 @@ impl MemoryStore {
             settings,
             series: RwLock::new(SeriesMap::default()),
             persist,
+            closed: Mutex::new(Vec::new()),
         }
     }
 
@@ -246,7 +251,9 @@ impl TrafficStore for MemoryStore {
             }
         }
         drop(map);
-        self.hand_over(out);
+        if !out.is_empty() {
+            self.closed().append(&mut out);
+        }
     }
 
     fn maintain(&self, now: UnixMs) {
@@ -319,7 +326,7 @@ impl TrafficStore for MemoryStore {
                 Some(Change::Save(key.clone(), open.snapshot()))
             })
             .collect();
-        p.write(open);
+        self.hand_over(open);
         p.sync();
     }
 
@@ -329,17 +336,23 @@ impl TrafficStore for MemoryStore {
 }
 
 impl MemoryStore {
-    /// Merges full-resolution buckets that start before `before` into `rollup_interval`
-    /// buckets.
-    /// Passes what `record` or `maintain` changed to persistence, outside the lock.
-    fn hand_over(&self, changes: Vec<Change>) {
-        if let Some(p) = &self.persist
-            && !changes.is_empty()
-        {
-            p.write(changes);
+    /// Passes what `maintain` or `flush` changed, and what `record` closed since, to
+    /// persistence, outside the lock.
+    fn hand_over(&self, mut changes: Vec<Change>) {
+        let Some(p) = &self.persist else { return };
+        let mut closed = std::mem::take(&mut *self.closed());
+        closed.append(&mut changes);
+        if !closed.is_empty() {
+            p.write(closed);
         }
     }
 
+    fn closed(&self) -> std::sync::MutexGuard<'_, Vec<Change>> {
+        self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Merges full-resolution buckets that start before `before` into `rollup_interval`
+    /// buckets.
     fn roll_up(&self, key: &SeriesKey, series: &mut Series, before: UnixMs, out: &mut Vec<Change>) {
         let width = self.settings.rollup_interval_ms;
         if width <= self.settings.interval_ms {

@@ -129,12 +129,26 @@ fn one_call_hands_persistence_one_batch() {
             .collect()
     };
     s.record(&at(1_500));
-    assert!(batches.0.lock().unwrap().is_empty(), "nothing closed yet");
-    // The next interval's requests close 50 route, 50 pair and 1 backend bucket: one batch.
-    s.record(&at(2_500));
-    assert_eq!(*batches.0.lock().unwrap(), [101]);
+    // The next interval's requests close 50 route, 50 pair and 1 backend bucket, in
+    // several calls; they wait for the tick.
+    for chunk in at(2_500).chunks(7) {
+        s.record(chunk);
+    }
+    assert!(batches.0.lock().unwrap().is_empty());
+    // The tick closes the 2 s buckets too: everything goes over in one batch.
     s.maintain(3_000);
-    assert_eq!(*batches.0.lock().unwrap(), [101, 101]);
+    assert_eq!(*batches.0.lock().unwrap(), [202]);
+    s.maintain(3_500);
+    assert_eq!(
+        *batches.0.lock().unwrap(),
+        [202],
+        "nothing new, nothing written"
+    );
+    // flush hands over what record closed since the tick along with the open buckets.
+    s.record(&at(3_600));
+    s.record(&at(4_600));
+    s.flush();
+    assert_eq!(*batches.0.lock().unwrap(), [202, 202]);
 }
 
 #[test]
