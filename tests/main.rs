@@ -11,6 +11,7 @@ mod breaker;
 mod config;
 mod dashboard;
 mod hook;
+mod http1;
 mod lifecycle;
 mod observability;
 mod policies;

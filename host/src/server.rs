@@ -1,23 +1,34 @@
-//! The proxy listener: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) on
-//! each, and shuts down gracefully: stop accepting, let in-flight requests finish, give up
-//! after a deadline.
+//! The proxy listener: accepts connections and serves each, and shuts down gracefully: stop
+//! accepting, let in-flight requests finish, give up after a deadline.
+//!
+//! Every connection starts in the lean HTTP/1.1 loop ([`h1`]), which serves the common
+//! request (HTTP/1.1, no body) itself. Anything else — request bodies, HTTP/1.0, h2c with
+//! prior knowledge, malformed heads — is handed to hyper for the rest of the connection,
+//! with the bytes already read ([`prefixed`]).
 
+pub mod h1;
+pub mod prefixed;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::body::RequestBody;
 use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
 use crate::proxy::headers::client_ip;
+use h1::{End, Shared};
+use prefixed::Prefixed;
 
 /// Serves the proxy on `listener` until `shutdown` turns true, then drains for up to `grace`.
 pub async fn serve(
@@ -27,7 +38,13 @@ pub async fn serve(
     grace: Duration,
     keepalive: Duration,
 ) {
-    let stack = middleware::stack(gw.clone());
+    let shared = Arc::new(Shared {
+        stack: middleware::stack(gw.clone()),
+        trusted_proxies: gw.trusted_proxies.clone(),
+        keepalive,
+        stop: CancellationToken::new(),
+        stopping: AtomicBool::new(false),
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -35,7 +52,9 @@ pub async fn serve(
         .header_read_timeout(keepalive)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    // Each connection task holds a sender; when all are gone, draining is over.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -51,33 +70,58 @@ pub async fn serve(
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
         };
         let _ = stream.set_nodelay(true);
-        let stack = stack.clone();
-        let gw = gw.clone();
-        let svc = service_fn(move |req: http::Request<Incoming>| {
-            let ip = client_ip(peer, req.headers(), &gw.trusted_proxies);
-            let mut req = req.map(RequestBody::new);
-            req.extensions_mut().insert(ClientInfo { peer, ip });
-            stack.clone().call(req)
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let open = open_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            if let End::HandOff { stream, prefix } = h1::serve(stream, peer, &shared).await {
+                let io = TokioIo::new(Prefixed::new(prefix, stream));
+                serve_with_hyper(io, peer, &shared, &builder).await;
             }
+            drop(open);
         });
     }
 
     drop(listener);
-    let open = graceful.count();
+    shared.stopping.store(true, Ordering::Relaxed);
+    shared.stop.cancel();
     tracing::info!(
-        open_connections = open,
+        open_connections = open_tx.strong_count() - 1,
         "stopped accepting; draining in-flight requests"
     );
+    drop(open_tx);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = open_rx.recv() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown deadline reached; closing remaining connections"),
+    }
+}
+
+/// Serves the rest of a connection with hyper (HTTP/1 in full, or h2c), through the same
+/// request path.
+async fn serve_with_hyper(
+    io: TokioIo<Prefixed>,
+    peer: SocketAddr,
+    shared: &Shared,
+    builder: &auto::Builder<TokioExecutor>,
+) {
+    let stack = shared.stack.clone();
+    let trusted = shared.trusted_proxies.clone();
+    let svc = service_fn(move |req: http::Request<Incoming>| {
+        let ip = client_ip(peer, req.headers(), &trusted);
+        let mut req = req.map(RequestBody::new);
+        req.extensions_mut().insert(ClientInfo { peer, ip });
+        stack.clone().call(req)
+    });
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shared.stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -1,0 +1,459 @@
+//! The HTTP/1.1 loop that serves the common request straight off the socket: HTTP/1.1, a
+//! well-formed head, no body. It parses with httparse, calls the request path, and writes
+//! the response head and (small) body in one write, skipping hyper's generic connection
+//! machinery, which was the largest share of the gateway's own CPU time per request
+//! (docs/benchmarks.md).
+//!
+//! Everything else — a request body, HTTP/1.0, `Expect`, upgrades, CONNECT, h2c prior
+//! knowledge, a malformed or oversized head — ends the loop with [`End::HandOff`]: the
+//! caller gives the connection, with the bytes read so far, to hyper for the rest of its
+//! life, so those cases keep hyper's behaviour exactly.
+//!
+//! Like hyper's server it closes idle connections after the keep-alive timeout, answers
+//! `Connection: close` by closing after the response, drops the request (logged as 499)
+//! when the client closes its side while the response is pending, and on shutdown closes
+//! idle connections at once and the others after their current response.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::BodyExt;
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::body::RequestBody;
+use crate::middleware::{ClientInfo, Stack};
+use crate::proxy::headers::client_ip;
+
+/// Longest request head served here; longer ones go to hyper, which has its own limit.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most request headers served here; more go to hyper.
+const MAX_HEADERS: usize = 64;
+/// Read buffer reserved per read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Body frames up to this size are copied next to the head (or the previous frame) and go
+/// out in one write; larger ones are written from where they are.
+const COALESCE: usize = 16 * 1024;
+
+/// What every connection shares.
+pub struct Shared {
+    pub stack: Stack,
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a connection may wait for the next request head.
+    pub keepalive: Duration,
+    /// Cancelled when the gateway shuts down.
+    pub stop: CancellationToken,
+    /// The same, as one atomic load per request (the token's check takes a lock).
+    pub stopping: AtomicBool,
+}
+
+/// How the loop ended.
+pub enum End {
+    /// The connection is done (closed by either side, timed out, or broken).
+    Closed,
+    /// The next request is not one this loop serves: hyper takes over, reading `prefix`
+    /// (the bytes already read from the socket) first.
+    HandOff { stream: TcpStream, prefix: Bytes },
+}
+
+/// Serves requests on `stream` until the connection ends or needs hyper.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> End {
+    let mut svc = shared.stack.clone();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(1024);
+    let mut fields = Vec::with_capacity(16);
+    // One timer per connection, re-armed only when it fires: each request just notes
+    // when the wait for the next one began.
+    let mut waiting_since = Instant::now();
+    let idle = tokio::time::sleep(shared.keepalive);
+    tokio::pin!(idle);
+    let stopped = shared.stop.cancelled();
+    tokio::pin!(stopped);
+
+    loop {
+        let head = match parse(&mut buf, &mut fields) {
+            Parsed::Request(head) => head,
+            Parsed::HandOff => {
+                return End::HandOff {
+                    stream,
+                    prefix: buf.freeze(),
+                };
+            }
+            Parsed::Partial if buf.len() >= MAX_HEAD => {
+                return End::HandOff {
+                    stream,
+                    prefix: buf.freeze(),
+                };
+            }
+            Parsed::Partial => {
+                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                    buf.reserve(READ_CHUNK);
+                }
+                tokio::select! {
+                    biased;
+                    read = stream.read_buf(&mut buf) => match read {
+                        Ok(0) | Err(_) => return End::Closed,
+                        Ok(_) => continue,
+                    },
+                    () = &mut idle => {
+                        let deadline = waiting_since + shared.keepalive;
+                        if Instant::now() >= deadline {
+                            return End::Closed;
+                        }
+                        idle.as_mut().reset(deadline.into());
+                        continue;
+                    }
+                    () = &mut stopped, if buf.is_empty() => return End::Closed,
+                }
+            }
+        };
+
+        let Head {
+            mut req,
+            head_only,
+            close,
+        } = head;
+        let ip = client_ip(peer, req.headers(), &shared.trusted_proxies);
+        req.extensions_mut().insert(ClientInfo { peer, ip });
+        if let Err(never) = std::future::poll_fn(|cx| svc.poll_ready(cx)).await {
+            match never {}
+        }
+        let mut pending = svc.call(req);
+        // While the response is pending, watch the client: end of stream means it went
+        // away (the request is dropped, as hyper does); other bytes are a pipelined
+        // request, kept for later.
+        let mut watch = true;
+        let res: Result<_, Infallible> = loop {
+            tokio::select! {
+                biased;
+                res = &mut pending => break res,
+                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)), if watch => {
+                    if ready.is_err() {
+                        return End::Closed;
+                    }
+                    buf.reserve(READ_CHUNK);
+                    match stream.try_read_buf(&mut buf) {
+                        Ok(0) => return End::Closed,
+                        Ok(_) => watch = buf.len() < MAX_HEAD,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return End::Closed,
+                    }
+                }
+            }
+        };
+        let Ok(res) = res;
+        let close = close || shared.stopping.load(Ordering::Relaxed);
+        match write_response(&mut stream, &mut out, res, head_only, close).await {
+            Ok(true) => waiting_since = Instant::now(),
+            Ok(false) | Err(_) => return End::Closed,
+        }
+    }
+}
+
+/// A request this loop serves.
+struct Head {
+    req: Request<RequestBody>,
+    head_only: bool,
+    /// The client asked to close the connection after this response.
+    close: bool,
+}
+
+// Returned once per request and unpacked at once: boxing the request would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Request(Head),
+    Partial,
+    HandOff,
+}
+
+/// Parses one request head off the front of `buf`. `fields` is scratch space kept per
+/// connection. On [`Parsed::HandOff`], `buf` still holds every byte read.
+fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    fields.clear();
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = (s.as_ptr() as usize).wrapping_sub(base);
+        start..start + s.len()
+    };
+    let mut close = false;
+    let (len, method, path) = {
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+        {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::HandOff,
+        };
+        let (Some(1), Some(method), Some(path)) = (req.version, req.method, req.path) else {
+            return Parsed::HandOff;
+        };
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return Parsed::HandOff;
+        };
+        if method == Method::CONNECT {
+            return Parsed::HandOff;
+        }
+        for h in req.headers.iter() {
+            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+                return Parsed::HandOff;
+            };
+            let value = h.value;
+            if name == header::CONTENT_LENGTH {
+                if value.trim_ascii() != b"0" {
+                    return Parsed::HandOff;
+                }
+            } else if name == header::TRANSFER_ENCODING
+                || name == header::UPGRADE
+                || name == header::EXPECT
+            {
+                return Parsed::HandOff;
+            } else if name == header::CONNECTION {
+                if contains_token(value, b"upgrade") {
+                    return Parsed::HandOff;
+                }
+                close |= contains_token(value, b"close");
+            }
+            if !value
+                .iter()
+                .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+            {
+                return Parsed::HandOff;
+            }
+            fields.push((name, at(value)));
+        }
+        (len, method, at(path.as_bytes()))
+    };
+
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path)) else {
+        // Put the head back in front of what follows, for hyper to answer.
+        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+        whole.extend_from_slice(&head);
+        whole.extend_from_slice(buf);
+        *buf = whole;
+        return Parsed::HandOff;
+    };
+    let head_only = method == Method::HEAD;
+    let mut req = Request::new(RequestBody::bytes(Bytes::new()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    headers.reserve(fields.len());
+    for (name, range) in fields.drain(..) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
+            headers.append(name, value);
+        }
+    }
+    Parsed::Request(Head {
+        req,
+        head_only,
+        close,
+    })
+}
+
+fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the response; returns whether the connection may serve another request.
+async fn write_response<B>(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    res: Response<B>,
+    head_only: bool,
+    close: bool,
+) -> io::Result<bool>
+where
+    B: http_body::Body<Data = Bytes, Error = io::Error> + Unpin,
+{
+    let (parts, mut body) = res.into_parts();
+    let status = parts.status;
+    let bodyless = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut close = close;
+    let mut declared = None;
+    let mut has_date = false;
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION {
+            close |= contains_token(value.as_bytes(), b"close");
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH && !bodyless {
+            declared = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            continue;
+        }
+        has_date |= name == header::DATE;
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let framing = if bodyless {
+        Framing::None
+    } else {
+        match body.size_hint().exact().or(declared) {
+            Some(n) => {
+                let mut digits = itoa::Buffer::new();
+                push_header(out, b"content-length", digits.format(n).as_bytes());
+                Framing::Length(n)
+            }
+            None => {
+                push_header(out, b"transfer-encoding", b"chunked");
+                Framing::Chunked
+            }
+        }
+    };
+    if !has_date {
+        push_date(out);
+    }
+    if close {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    if framing == Framing::None {
+        // Dropping the body reports the request (complete when it had nothing to send).
+        drop(body);
+        stream.write_all(out).await?;
+        return Ok(!close);
+    }
+
+    let mut sent: u64 = 0;
+    loop {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers are dropped.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if let Framing::Length(n) = framing
+            && sent > n
+        {
+            return Err(io::Error::other("response body longer than its length"));
+        }
+        let last = body.is_end_stream();
+        let chunked = framing == Framing::Chunked;
+        let size_line = if chunked {
+            format!("{:x}\r\n", data.len())
+        } else {
+            String::new()
+        };
+        let prefix = size_line.as_bytes();
+        let suffix: &[u8] = if chunked { b"\r\n" } else { b"" };
+        if data.len() <= COALESCE {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(&data);
+            out.extend_from_slice(suffix);
+            if last {
+                break;
+            }
+            stream.write_all(out).await?;
+        } else {
+            out.extend_from_slice(prefix);
+            write_all_vectored(stream, [out.as_slice(), &data, suffix]).await?;
+            if last {
+                out.clear();
+                break;
+            }
+        }
+        out.clear();
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+    }
+    match framing {
+        // A body that ended short leaves the client waiting for the rest: close.
+        Framing::Length(n) => Ok(!close && sent == n),
+        _ => Ok(!close),
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the `Date` header, formatted once per second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|date| {
+        let mut date = date.borrow_mut();
+        if date.0 != second {
+            *date = (second, httpdate::fmt_http_date(now));
+        }
+        push_header(out, b"date", date.1.as_bytes());
+    });
+}
+
+/// Writes all of `parts`, in as few system calls as the socket allows.
+async fn write_all_vectored(stream: &mut TcpStream, mut parts: [&[u8]; 3]) -> io::Result<()> {
+    while parts.iter().any(|p| !p.is_empty()) {
+        let slices = parts.map(IoSlice::new);
+        let mut n = stream.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        for part in &mut parts {
+            let take = n.min(part.len());
+            *part = &part[take..];
+            n -= take;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
