@@ -5,74 +5,44 @@
 pub mod client;
 pub mod headers;
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Response, header};
-use tower::Service;
 
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::middleware::route::MatchedRoute;
-use crate::middleware::{BoxFuture, ClientInfo, Req};
+use crate::middleware::{ClientInfo, Req};
 use crate::upstream::Backend;
 use client::ClientError;
 
-/// Response extension: the backend that served (or failed) the request.
-#[derive(Clone)]
-pub struct ServedBy(pub Arc<Backend>);
-
-#[derive(Clone)]
-pub struct Proxy {
-    gw: Arc<Gateway>,
-}
-
-impl Proxy {
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        Self { gw }
-    }
-}
-
-impl Service<Req> for Proxy {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Response<Body>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        Box::pin(forward(self.gw.clone(), req))
-    }
-}
-
-async fn forward(gw: Arc<Gateway>, req: Req) -> Result<Response<Body>, Infallible> {
-    let Some(MatchedRoute {
-        route, prefix_len, ..
-    }) = req.extensions().get::<MatchedRoute>().cloned()
-    else {
-        return Ok(GatewayError::NoRoute.into());
-    };
+/// Forwards the request to one of the route's backends: the response (or the error answer
+/// for the client), and the backend tried.
+pub async fn forward(
+    gw: &Gateway,
+    client: &ClientInfo,
+    matched: &MatchedRoute,
+    req: Req,
+) -> (Response<Body>, Option<Arc<Backend>>) {
+    let route = &matched.route;
     let Some(upstream) = &route.upstream else {
-        return Ok(GatewayError::NoRoute.into());
+        return (GatewayError::NoRoute.into(), None);
     };
     let Some(attempt) = upstream.pick(route.id) else {
-        return Ok(GatewayError::NoHealthyBackend.into());
+        return (GatewayError::NoHealthyBackend.into(), None);
     };
     let backend = attempt.backend.clone();
-    let upstream_req = match prepare(
-        &gw,
-        req,
-        &backend,
-        if route.strip_prefix { prefix_len } else { 0 },
-    ) {
+    let strip = if route.strip_prefix {
+        matched.prefix_len
+    } else {
+        0
+    };
+    let upstream_req = match prepare(gw, client, req, &backend, strip) {
         Ok(r) => r,
-        Err(e) => return Ok(e.into()),
+        Err(e) => return (e.into(), Some(backend)),
     };
 
     let exchange = backend.pool.send(upstream_req, route.connect_timeout);
@@ -121,60 +91,58 @@ async fn forward(gw: Arc<Gateway>, req: Req) -> Result<Response<Body>, Infallibl
         }
     };
     attempt.finish(success, now);
-    let mut res = res;
-    res.extensions_mut().insert(ServedBy(backend));
-    Ok(res)
+    (res, Some(backend))
 }
 
-/// Turns the client's request into the backend's: new URI, HTTP/1.1, hop-by-hop headers
-/// dropped, `Host` kept, `X-Forwarded-*` set.
-fn prepare(gw: &Gateway, req: Req, backend: &Backend, strip: usize) -> Result<Req, GatewayError> {
+/// Turns the client's request into the backend's: the path (less a stripped prefix),
+/// hop-by-hop headers dropped, `Host` kept, `X-Forwarded-*` set. The client writes only
+/// the path and query on the wire, so the URI is rebuilt only when a prefix is stripped.
+fn prepare(
+    gw: &Gateway,
+    client: &ClientInfo,
+    req: Req,
+    backend: &Backend,
+    strip: usize,
+) -> Result<Req, GatewayError> {
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path();
-    let path = match path.get(strip..) {
-        Some(rest) if strip > 0 && rest.is_empty() => "/",
-        Some(rest) if strip > 0 && !rest.starts_with('/') => {
-            return Err(GatewayError::BadRequest(
-                "path does not match the route prefix".into(),
-            ));
+    if strip > 0 {
+        let path = parts.uri.path();
+        let path = match path.get(strip..) {
+            Some("") => "/",
+            Some(rest) if !rest.starts_with('/') => {
+                return Err(GatewayError::BadRequest(
+                    "path does not match the route prefix".into(),
+                ));
+            }
+            Some(rest) => rest,
+            None => path,
+        };
+        let path_and_query = match parts.uri.query() {
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path),
         }
-        Some(rest) => rest,
-        None => path,
-    };
-    let path_and_query = match parts.uri.query() {
-        Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-        None => PathAndQuery::try_from(path),
-    }
-    .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    parts.uri = Uri::builder()
-        .scheme(backend.url.scheme.clone())
-        .authority(backend.url.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
         .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        parts.uri = Uri::from(path_and_query);
+    }
     headers::strip_hop_by_hop(&mut parts.headers);
-    match &host {
-        Some(h) => {
-            parts.headers.insert(header::HOST, h.clone());
-        }
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
         None => {
-            let authority = HeaderValue::from_str(backend.url.authority.as_str())
-                .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-            parts.headers.insert(header::HOST, authority);
+            let from_uri = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            let value = match &from_uri {
+                Some(a) => a.clone(),
+                None => HeaderValue::from_str(backend.url.authority.as_str())
+                    .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
+            };
+            parts.headers.insert(header::HOST, value);
+            from_uri
         }
-    }
-    if let Some(client) = parts.extensions.get::<ClientInfo>() {
-        let trusted = gw
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&client.peer.ip().to_canonical()));
-        headers::set_forwarded(&mut parts.headers, client.peer, host.as_ref(), trusted);
-    }
+    };
+    let peer = client.peer.ip().to_canonical();
+    let trusted = gw.trusted_proxies.iter().any(|n| n.contains(&peer));
+    headers::set_forwarded(&mut parts.headers, client.peer, host.as_ref(), trusted);
     Ok(Req::from_parts(parts, body))
 }

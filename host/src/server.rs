@@ -9,6 +9,7 @@
 pub mod h1;
 pub mod prefixed;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,6 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tower::Service;
 
 use crate::body::RequestBody;
 use crate::gateway::Gateway;
@@ -39,8 +39,7 @@ pub async fn serve(
     keepalive: Duration,
 ) {
     let shared = Arc::new(Shared {
-        stack: middleware::stack(gw.clone()),
-        trusted_proxies: gw.trusted_proxies.clone(),
+        gw,
         keepalive,
         stop: CancellationToken::new(),
         stopping: AtomicBool::new(false),
@@ -104,13 +103,12 @@ async fn serve_with_hyper(
     shared: &Shared,
     builder: &auto::Builder<TokioExecutor>,
 ) {
-    let stack = shared.stack.clone();
-    let trusted = shared.trusted_proxies.clone();
+    let gw = shared.gw.clone();
     let svc = service_fn(move |req: http::Request<Incoming>| {
-        let ip = client_ip(peer, req.headers(), &trusted);
-        let mut req = req.map(RequestBody::new);
-        req.extensions_mut().insert(ClientInfo { peer, ip });
-        stack.clone().call(req)
+        let ip = client_ip(peer, req.headers(), &gw.trusted_proxies);
+        let req = req.map(RequestBody::new);
+        let res = middleware::handle(gw.clone(), ClientInfo { peer, ip }, req);
+        async move { Ok::<_, Infallible>(res.await) }
     });
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);

@@ -2,110 +2,28 @@
 //! goes away), it writes the access-log line, updates the request metrics and hands a
 //! [`TrafficEvent`] to the gateway's traffic sink. It never waits on any of them.
 
-use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tower::{Layer, Service};
 
-use super::request_id::X_REQUEST_ID;
 use super::route::MatchedRoute;
-use super::{BoxFuture, ClientInfo, Req};
+use super::{ClientInfo, Req};
 use crate::body::{Body, BytesIn};
 use crate::gateway::{Gateway, Route};
-use crate::proxy::ServedBy;
 use crate::traffic::TrafficEvent;
 
 /// Status logged when the client disconnects before a response is ready (as nginx does).
 const CLIENT_CLOSED: u16 = 499;
 
-#[derive(Clone)]
-pub struct ObserveLayer {
-    gw: Arc<Gateway>,
-}
-
-impl ObserveLayer {
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        Self { gw }
-    }
-}
-
-#[derive(Clone)]
-pub struct Observe<S> {
-    inner: S,
-    gw: Arc<Gateway>,
-}
-
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            gw: self.gw.clone(),
-        }
-    }
-}
-
-impl<S> Service<Req> for Observe<S>
-where
-    S: Service<Req, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ObservedBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let (route, label) = match req.extensions().get::<MatchedRoute>() {
-            Some(m) => (m.route.clone(), m.label.clone()),
-            None => (self.gw.unmatched.clone(), self.gw.unmatched.label.clone()),
-        };
-        let mut pending = Pending {
-            gw: self.gw.clone(),
-            route,
-            label,
-            method: req.method().clone(),
-            client_ip: req
-                .extensions()
-                .get::<ClientInfo>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.ip),
-            request_id: req.headers().get(&X_REQUEST_ID).cloned(),
-            bytes_in: req.body().bytes_in(),
-            started: Instant::now(),
-            status: CLIENT_CLOSED,
-            backend: None,
-            done: false,
-        };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await?;
-            pending.status = res.status().as_u16();
-            pending.backend = res
-                .extensions()
-                .get::<ServedBy>()
-                .map(|s| s.0.label.clone());
-            Ok(res.map(|inner| ObservedBody {
-                inner,
-                bytes_out: 0,
-                pending: Some(pending),
-            }))
-        })
-    }
-}
-
 /// What is known about a request until it finishes. Dropped unfinished, it still reports
 /// (status 499 when no response was produced, `completed: false` either way).
-struct Pending {
+pub struct Pending {
     gw: Arc<Gateway>,
     route: Arc<Route>,
     label: Arc<str>,
@@ -120,6 +38,44 @@ struct Pending {
 }
 
 impl Pending {
+    /// Starts watching a request (its ID already assigned).
+    pub fn start(
+        gw: &Arc<Gateway>,
+        matched: &MatchedRoute,
+        client: &ClientInfo,
+        req: &Req,
+        request_id: HeaderValue,
+    ) -> Self {
+        Pending {
+            gw: gw.clone(),
+            route: matched.route.clone(),
+            label: matched.label.clone(),
+            method: req.method().clone(),
+            client_ip: client.ip,
+            request_id: Some(request_id),
+            bytes_in: req.body().bytes_in(),
+            started: Instant::now(),
+            status: CLIENT_CLOSED,
+            backend: None,
+            done: false,
+        }
+    }
+
+    /// The response is ready: its status, and the backend that gave it.
+    pub fn responded(&mut self, status: StatusCode, backend: Option<Arc<str>>) {
+        self.status = status.as_u16();
+        self.backend = backend;
+    }
+
+    /// Hands the watch over to the response body, which reports once its last byte is out.
+    pub fn watch(self, inner: Body) -> ObservedBody {
+        ObservedBody {
+            inner,
+            bytes_out: 0,
+            pending: Some(self),
+        }
+    }
+
     fn finish(&mut self, bytes_out: u64, completed: bool) {
         if std::mem::replace(&mut self.done, true) {
             return;

@@ -3,18 +3,13 @@
 //! Allowed responses carry `X-RateLimit-Limit`/`-Remaining`; refused requests get 429 with
 //! `Retry-After` too.
 
-use std::convert::Infallible;
 use std::net::IpAddr;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{HeaderName, HeaderValue, Response};
-use tower::{Layer, Service};
 
-use super::route::MatchedRoute;
-use super::{BoxFuture, ClientInfo, Req};
+use super::{ClientInfo, Req};
 use crate::auth::{API_KEY_HEADER, Identity};
-use crate::body::Body;
 use crate::config::RateLimitKey;
 use crate::error::GatewayError;
 use crate::gateway::Route;
@@ -22,21 +17,6 @@ use crate::ratelimit::Decision;
 
 pub const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-
-#[derive(Clone, Copy)]
-pub struct RateLimitLayer;
-
-#[derive(Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-}
-
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit { inner }
-    }
-}
 
 /// The value a bucket is keyed by.
 #[derive(Hash)]
@@ -46,86 +26,61 @@ enum Key<'a> {
     Route,
 }
 
-impl<S> Service<Req> for RateLimit<S>
-where
-    S: Service<Req, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Response<Body>>;
+/// A request let through, with what its response tells the client about the limit.
+pub struct Allowed {
+    limit: u32,
+    remaining: u32,
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let Some(route) = req
-            .extensions()
-            .get::<MatchedRoute>()
-            .map(|m| m.route.clone())
-        else {
-            return Box::pin(self.inner.call(req));
-        };
-        let now = Instant::now();
-        if let Some(decision) = route.adaptive.check(now) {
-            let limit = route.adaptive.get().map_or(0, |l| l.round() as u32);
-            return self.decide(req, &route, decision, limit);
-        }
-        let Some(limiter) = &route.limiter else {
-            return Box::pin(self.inner.call(req));
-        };
-        let ip = req
-            .extensions()
-            .get::<ClientInfo>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.ip);
-        let key = match limiter.key {
-            RateLimitKey::ClientIp => Key::Ip(ip),
-            RateLimitKey::Route => Key::Route,
-            RateLimitKey::ApiKey => req
-                .headers()
-                .get(API_KEY_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map_or(Key::Ip(ip), Key::Text),
-            RateLimitKey::JwtSubject => match req.extensions().get::<Identity>() {
-                Some(Identity::Jwt { subject: Some(sub) }) => Key::Text(sub),
-                _ => Key::Ip(ip),
-            },
-        };
-        let decision = limiter.check(key, now);
-        let limit = limiter.requests_per_minute;
-        self.decide(req, &route, decision, limit)
+impl Allowed {
+    /// Adds `X-RateLimit-Limit` and `-Remaining` to the response.
+    pub fn stamp<B>(&self, res: &mut Response<B>) {
+        let headers = res.headers_mut();
+        headers.insert(LIMIT, HeaderValue::from(self.limit));
+        headers.insert(REMAINING, HeaderValue::from(self.remaining));
     }
 }
 
-impl<S> RateLimit<S>
-where
-    S: Service<Req, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    fn decide(
-        &mut self,
-        req: Req,
-        route: &Route,
-        decision: Decision,
-        limit: u32,
-    ) -> BoxFuture<Response<Body>> {
-        match decision {
-            Decision::Allowed { remaining } => {
-                let fut = self.inner.call(req);
-                Box::pin(async move {
-                    let mut res = fut.await?;
-                    let headers = res.headers_mut();
-                    headers.insert(LIMIT, HeaderValue::from(limit));
-                    headers.insert(REMAINING, HeaderValue::from(remaining));
-                    Ok(res)
-                })
-            }
-            Decision::Limited { retry_after } => {
-                route.rate_limited.inc();
-                let res: Response<Body> = GatewayError::RateLimited { retry_after, limit }.into();
-                Box::pin(std::future::ready(Ok(res)))
-            }
+/// Checks the route's limits: `Ok(None)` when the route has none, `Ok(Some)` when the
+/// request is within them, `Err` with the 429 to answer otherwise.
+pub fn check(
+    route: &Route,
+    client: &ClientInfo,
+    req: &Req,
+    identity: Option<&Identity>,
+) -> Result<Option<Allowed>, GatewayError> {
+    let now = Instant::now();
+    if let Some(decision) = route.adaptive.check(now) {
+        let limit = route.adaptive.get().map_or(0, |l| l.round() as u32);
+        return decide(route, decision, limit);
+    }
+    let Some(limiter) = &route.limiter else {
+        return Ok(None);
+    };
+    let ip = client.ip;
+    let key = match limiter.key {
+        RateLimitKey::ClientIp => Key::Ip(ip),
+        RateLimitKey::Route => Key::Route,
+        RateLimitKey::ApiKey => req
+            .headers()
+            .get(API_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map_or(Key::Ip(ip), Key::Text),
+        RateLimitKey::JwtSubject => match identity {
+            Some(Identity::Jwt { subject: Some(sub) }) => Key::Text(sub),
+            _ => Key::Ip(ip),
+        },
+    };
+    let decision = limiter.check(key, now);
+    decide(route, decision, limiter.requests_per_minute)
+}
+
+fn decide(route: &Route, decision: Decision, limit: u32) -> Result<Option<Allowed>, GatewayError> {
+    match decision {
+        Decision::Allowed { remaining } => Ok(Some(Allowed { limit, remaining })),
+        Decision::Limited { retry_after } => {
+            route.rate_limited.inc();
+            Err(GatewayError::RateLimited { retry_after, limit })
         }
     }
 }

@@ -1,60 +1,29 @@
 //! `X-Request-ID`: kept when the client sends a sane one, generated (UUID v4) otherwise;
 //! forwarded to the backend and echoed in the response.
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
 use http::{HeaderName, HeaderValue, Response};
-use tower::{Layer, Service};
 
-use super::{BoxFuture, Req};
+use super::Req;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied ID we keep.
 const MAX_LEN: usize = 128;
 
-#[derive(Clone, Copy)]
-pub struct RequestIdLayer;
-
-#[derive(Clone)]
-pub struct RequestId<S> {
-    inner: S,
+/// Keeps the client's ID when it is sane, or makes one; sets it on the request for the
+/// backend and returns it for the response.
+pub fn assign(req: &mut Req) -> HeaderValue {
+    let id = match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if is_sane(v) => v.clone(),
+        _ => generate(),
+    };
+    req.headers_mut().insert(X_REQUEST_ID, id.clone());
+    id
 }
 
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestId<S>;
-    fn layer(&self, inner: S) -> RequestId<S> {
-        RequestId { inner }
-    }
-}
-
-impl<S, B> Service<Req> for RequestId<S>
-where
-    S: Service<Req, Response = Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<B>;
-    type Error = Infallible;
-    type Future = BoxFuture<Response<B>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Req) -> Self::Future {
-        let id = match req.headers().get(&X_REQUEST_ID) {
-            Some(v) if is_sane(v) => v.clone(),
-            _ => generate(),
-        };
-        req.headers_mut().insert(X_REQUEST_ID, id.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = fut.await?;
-            res.headers_mut().insert(X_REQUEST_ID, id);
-            Ok(res)
-        })
-    }
+/// Echoes the ID in the response.
+pub fn stamp<B>(res: &mut Response<B>, id: HeaderValue) {
+    res.headers_mut().insert(X_REQUEST_ID, id);
 }
 
 fn is_sane(v: &HeaderValue) -> bool {

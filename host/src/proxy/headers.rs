@@ -77,7 +77,6 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     peer_trusted: bool,
 ) {
-    use std::fmt::Write as _;
     let mut xff = String::with_capacity(64);
     if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
         && !prev.trim().is_empty()
@@ -85,7 +84,7 @@ pub fn set_forwarded(
         xff.push_str(prev);
         xff.push_str(", ");
     }
-    let _ = write!(xff, "{}", peer.ip().to_canonical());
+    push_ip(&mut xff, peer.ip().to_canonical());
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -100,6 +99,26 @@ pub fn set_forwarded(
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+        }
+    }
+}
+
+/// Appends the address in its usual text form; IPv4 without the formatting machinery,
+/// since it is written once per request.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
         }
     }
 }
@@ -154,6 +173,22 @@ mod tests {
             client_ip(trusted_peer, &HeaderMap::new(), &trusted),
             "10.0.0.1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn addresses_print_as_std_prints_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.3.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
     }
 
     #[test]

@@ -15,24 +15,23 @@
 //! idle connections at once and the others after their current response.
 
 use std::cell::RefCell;
-use std::convert::Infallible;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
-use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tower::Service;
 
 use crate::body::RequestBody;
-use crate::middleware::{ClientInfo, Stack};
+use crate::gateway::Gateway;
+use crate::middleware::{self, ClientInfo};
 use crate::proxy::headers::client_ip;
 
 /// Longest request head served here; longer ones go to hyper, which has its own limit.
@@ -47,8 +46,7 @@ const COALESCE: usize = 16 * 1024;
 
 /// What every connection shares.
 pub struct Shared {
-    pub stack: Stack,
-    pub trusted_proxies: Vec<IpNet>,
+    pub gw: Arc<Gateway>,
     /// How long a connection may wait for the next request head.
     pub keepalive: Duration,
     /// Cancelled when the gateway shuts down.
@@ -68,7 +66,6 @@ pub enum End {
 
 /// Serves requests on `stream` until the connection ends or needs hyper.
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> End {
-    let mut svc = shared.stack.clone();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(1024);
     let mut fields = Vec::with_capacity(16);
@@ -119,21 +116,18 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
         };
 
         let Head {
-            mut req,
+            req,
             head_only,
             close,
         } = head;
-        let ip = client_ip(peer, req.headers(), &shared.trusted_proxies);
-        req.extensions_mut().insert(ClientInfo { peer, ip });
-        if let Err(never) = std::future::poll_fn(|cx| svc.poll_ready(cx)).await {
-            match never {}
-        }
-        let mut pending = svc.call(req);
+        let ip = client_ip(peer, req.headers(), &shared.gw.trusted_proxies);
+        let pending = middleware::handle(shared.gw.clone(), ClientInfo { peer, ip }, req);
+        tokio::pin!(pending);
         // While the response is pending, watch the client: end of stream means it went
         // away (the request is dropped, as hyper does); other bytes are a pipelined
         // request, kept for later.
         let mut watch = true;
-        let res: Result<_, Infallible> = loop {
+        let res = loop {
             tokio::select! {
                 biased;
                 res = &mut pending => break res,
@@ -151,7 +145,6 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
                 }
             }
         };
-        let Ok(res) = res;
         let close = close || shared.stopping.load(Ordering::Relaxed);
         match write_response(&mut stream, &mut out, res, head_only, close).await {
             Ok(true) => waiting_since = Instant::now(),
