@@ -6,6 +6,7 @@
 //! prior knowledge, malformed heads — is handed to hyper for the rest of the connection,
 //! with the bytes already read ([`prefixed`]).
 
+pub mod clock;
 pub mod h1;
 pub mod prefixed;
 
@@ -27,6 +28,7 @@ use crate::body::RequestBody;
 use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
 use crate::proxy::headers::client_ip;
+use clock::CoarseClock;
 use h1::{End, Shared};
 use prefixed::Prefixed;
 
@@ -41,6 +43,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         gw,
         keepalive,
+        clock: Arc::new(CoarseClock::new()),
         stop: CancellationToken::new(),
         stopping: AtomicBool::new(false),
     });
@@ -52,6 +55,7 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let ticker = shared.clock.spawn_ticker();
     // Each connection task holds a sender; when all are gone, draining is over.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
 
@@ -93,6 +97,7 @@ pub async fn serve(
         _ = open_rx.recv() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown deadline reached; closing remaining connections"),
     }
+    ticker.abort();
 }
 
 /// Serves the rest of a connection with hyper (HTTP/1 in full, or h2c), through the same

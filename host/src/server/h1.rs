@@ -14,13 +14,12 @@
 //! when the client closes its side while the response is pending, and on shutdown closes
 //! idle connections at once and the others after their current response.
 
-use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
@@ -29,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::CoarseClock;
 use crate::body::RequestBody;
 use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
@@ -49,6 +49,8 @@ pub struct Shared {
     pub gw: Arc<Gateway>,
     /// How long a connection may wait for the next request head.
     pub keepalive: Duration,
+    /// Idle timeouts and `Date` headers read this instead of the system clocks.
+    pub clock: Arc<CoarseClock>,
     /// Cancelled when the gateway shuts down.
     pub stop: CancellationToken,
     /// The same, as one atomic load per request (the token's check takes a lock).
@@ -70,8 +72,9 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
     let mut out = Vec::with_capacity(1024);
     let mut fields = Vec::with_capacity(16);
     // One timer per connection, re-armed only when it fires: each request just notes
-    // when the wait for the next one began.
-    let mut waiting_since = Instant::now();
+    // (on the coarse clock) when the wait for the next one began.
+    let keepalive_ms = shared.keepalive.as_millis() as u64;
+    let mut waiting_since = shared.clock.now_ms();
     let idle = tokio::time::sleep(shared.keepalive);
     tokio::pin!(idle);
     let stopped = shared.stop.cancelled();
@@ -103,11 +106,12 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
                         Ok(_) => continue,
                     },
                     () = &mut idle => {
-                        let deadline = waiting_since + shared.keepalive;
-                        if Instant::now() >= deadline {
+                        let waited = shared.clock.now_ms().saturating_sub(waiting_since);
+                        if waited >= keepalive_ms {
                             return End::Closed;
                         }
-                        idle.as_mut().reset(deadline.into());
+                        let left = Duration::from_millis(keepalive_ms - waited);
+                        idle.as_mut().reset(tokio::time::Instant::now() + left);
                         continue;
                     }
                     () = &mut stopped, if buf.is_empty() => return End::Closed,
@@ -146,8 +150,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
             }
         };
         let close = close || shared.stopping.load(Ordering::Relaxed);
-        match write_response(&mut stream, &mut out, res, head_only, close).await {
-            Ok(true) => waiting_since = Instant::now(),
+        match write_response(&mut stream, &mut out, res, head_only, close, &shared.clock).await {
+            Ok(true) => waiting_since = shared.clock.now_ms(),
             Ok(false) | Err(_) => return End::Closed,
         }
     }
@@ -248,7 +252,8 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
-    headers.reserve(fields.len());
+    // Room for what the request path adds (request ID, Host, X-Forwarded-*).
+    headers.reserve(fields.len() + 5);
     for (name, range) in fields.drain(..) {
         if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
             headers.append(name, value);
@@ -282,6 +287,7 @@ async fn write_response<B>(
     res: Response<B>,
     head_only: bool,
     close: bool,
+    clock: &CoarseClock,
 ) -> io::Result<bool>
 where
     B: http_body::Body<Data = Bytes, Error = io::Error> + Unpin,
@@ -335,7 +341,7 @@ where
         }
     };
     if !has_date {
-        push_date(out);
+        clock.push_date(out);
     }
     if close {
         push_header(out, b"connection", b"close");
@@ -413,22 +419,6 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Appends the `Date` header, formatted once per second per thread.
-fn push_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|date| {
-        let mut date = date.borrow_mut();
-        if date.0 != second {
-            *date = (second, httpdate::fmt_http_date(now));
-        }
-        push_header(out, b"date", date.1.as_bytes());
-    });
 }
 
 /// Writes all of `parts`, in as few system calls as the socket allows.

@@ -92,9 +92,16 @@ async fn written(res: Response<Body>, head_only: bool, close: bool) -> (String, 
     });
     let (mut stream, _) = listener.accept().await.unwrap();
     let mut out = Vec::new();
-    let keep = write_response(&mut stream, &mut out, res, head_only, close)
-        .await
-        .unwrap();
+    let keep = write_response(
+        &mut stream,
+        &mut out,
+        res,
+        head_only,
+        close,
+        &CoarseClock::new(),
+    )
+    .await
+    .unwrap();
     drop(stream);
     (client.await.unwrap(), keep)
 }
@@ -168,9 +175,16 @@ async fn an_unknown_length_is_chunked_and_large_frames_pass_whole() {
         got
     });
     let (mut stream, _) = listener.accept().await.unwrap();
-    let keep = write_response(&mut stream, &mut Vec::new(), res, false, false)
-        .await
-        .unwrap();
+    let keep = write_response(
+        &mut stream,
+        &mut Vec::new(),
+        res,
+        false,
+        false,
+        &CoarseClock::new(),
+    )
+    .await
+    .unwrap();
     drop(stream);
     let wire = client.await.unwrap();
     let text = String::from_utf8_lossy(&wire);
