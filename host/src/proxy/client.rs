@@ -426,7 +426,8 @@ fn response_from(
     let mut res = Response::new(Bytes::new());
     *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let map = res.headers_mut();
-    map.reserve(headers.len());
+    // Room for what the gateway adds on the way back (request ID, rate-limit headers).
+    map.reserve(headers.len() + 3);
     for (name, range) in headers {
         if range.start > range.end || range.end > head.len() {
             continue;
