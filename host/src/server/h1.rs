@@ -14,11 +14,13 @@
 //! when the client closes its side while the response is pending, and on shutdown closes
 //! idle connections at once and the others after their current response.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -40,9 +42,13 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Read buffer reserved per read.
 const READ_CHUNK: usize = 8 * 1024;
-/// Body frames up to this size are copied next to the head (or the previous frame) and go
-/// out in one write; larger ones are written from where they are.
-const COALESCE: usize = 16 * 1024;
+/// Body frames up to this size are copied next to the head (or the previous frame); larger
+/// ones are written from where they are.
+const COALESCE: usize = 4 * 1024;
+/// A streamed body goes out at least every this many bytes...
+const MAX_BATCH: usize = 256 * 1024;
+/// ...and in at most this many pieces per write (Linux allows 1024).
+const MAX_IOVECS: usize = 64;
 
 /// What every connection shares.
 pub struct Shared {
@@ -355,12 +361,29 @@ where
         return Ok(!close);
     }
 
+    // Frames go out in batches: whatever the body has ready is gathered (small frames
+    // copied after the head, larger ones queued where they are) and sent with one
+    // vectored write when the body has nothing more for the moment, so a streamed body
+    // costs a write per batch, not per frame.
+    let chunked = framing == Framing::Chunked;
+    let mut queued: Vec<(usize, Bytes)> = Vec::new();
+    let mut queued_bytes = 0;
     let mut sent: u64 = 0;
     loop {
-        let Some(frame) = body.frame().await else {
-            break;
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(None) => break,
+            Poll::Ready(Some(frame)) => frame?,
+            Poll::Pending => {
+                flush(stream, out, &mut queued).await?;
+                queued_bytes = 0;
+                match body.frame().await {
+                    None => break,
+                    Some(frame) => frame?,
+                }
+            }
         };
-        let frame = frame?;
         let Ok(data) = frame.into_data() else {
             // Trailers are dropped.
             continue;
@@ -374,44 +397,59 @@ where
         {
             return Err(io::Error::other("response body longer than its length"));
         }
-        let last = body.is_end_stream();
-        let chunked = framing == Framing::Chunked;
-        let size_line = if chunked {
-            format!("{:x}\r\n", data.len())
-        } else {
-            String::new()
-        };
-        let prefix = size_line.as_bytes();
-        let suffix: &[u8] = if chunked { b"\r\n" } else { b"" };
-        if data.len() <= COALESCE {
-            out.extend_from_slice(prefix);
-            out.extend_from_slice(&data);
-            out.extend_from_slice(suffix);
-            if last {
-                break;
-            }
-            stream.write_all(out).await?;
-        } else {
-            out.extend_from_slice(prefix);
-            write_all_vectored(stream, [out.as_slice(), &data, suffix]).await?;
-            if last {
-                out.clear();
-                break;
-            }
+        if chunked {
+            let _ = write!(out, "{:x}\r\n", data.len());
         }
-        out.clear();
+        if data.len() <= COALESCE {
+            out.extend_from_slice(&data);
+        } else {
+            queued_bytes += data.len();
+            queued.push((out.len(), data));
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if body.is_end_stream() {
+            break;
+        }
+        if queued_bytes + out.len() >= MAX_BATCH || queued.len() >= MAX_IOVECS / 2 {
+            flush(stream, out, &mut queued).await?;
+            queued_bytes = 0;
+        }
     }
-    if framing == Framing::Chunked {
+    if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    if !out.is_empty() {
-        stream.write_all(out).await?;
-    }
+    flush(stream, out, &mut queued).await?;
     match framing {
         // A body that ended short leaves the client waiting for the rest: close.
         Framing::Length(n) => Ok(!close && sent == n),
         _ => Ok(!close),
     }
+}
+
+/// Writes `out` with the `queued` frames in their places (each frame goes before the byte
+/// of `out` at its offset), then empties both.
+async fn flush(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    queued: &mut Vec<(usize, Bytes)>,
+) -> io::Result<()> {
+    if out.is_empty() && queued.is_empty() {
+        return Ok(());
+    }
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * queued.len() + 1);
+    let mut at = 0;
+    for (offset, data) in queued.iter() {
+        parts.push(&out[at..*offset]);
+        parts.push(data);
+        at = *offset;
+    }
+    parts.push(&out[at..]);
+    write_all_parts(stream, &mut parts).await?;
+    out.clear();
+    queued.clear();
+    Ok(())
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -422,20 +460,34 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes all of `parts`, in as few system calls as the socket allows.
-async fn write_all_vectored(stream: &mut TcpStream, mut parts: [&[u8]; 3]) -> io::Result<()> {
-    while parts.iter().any(|p| !p.is_empty()) {
-        let slices = parts.map(IoSlice::new);
+async fn write_all_parts(stream: &mut TcpStream, parts: &mut [&[u8]]) -> io::Result<()> {
+    let mut first = 0;
+    loop {
+        while parts.get(first).is_some_and(|p| p.is_empty()) {
+            first += 1;
+        }
+        if first == parts.len() {
+            return Ok(());
+        }
+        let slices: Vec<IoSlice<'_>> = parts[first..]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .take(MAX_IOVECS)
+            .map(|p| IoSlice::new(p))
+            .collect();
         let mut n = stream.write_vectored(&slices).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        for part in &mut parts {
+        for part in parts[first..].iter_mut() {
             let take = n.min(part.len());
             *part = &part[take..];
             n -= take;
+            if n == 0 {
+                break;
+            }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
