@@ -83,12 +83,15 @@ mod tests {
     fn bucket(start: i64, n: u64, errors: u64, latency_ms: u64) -> Bucket {
         let mut b = OpenBucket::new(start, MIN);
         for i in 0..n {
-            b.add(&Sample {
-                error: i < errors,
-                latency_us: latency_ms * 1000,
-                bytes_in: 0,
-                bytes_out: 0,
-            });
+            b.add(
+                &Sample {
+                    error: i < errors,
+                    latency_us: latency_ms * 1000,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                },
+                true,
+            );
         }
         b.snapshot()
     }

@@ -73,14 +73,17 @@ impl OpenBucket {
         open
     }
 
-    pub fn add(&mut self, s: &Sample) {
+    /// Adds a request, its latency to the histogram too when `histogram` is set.
+    pub fn add(&mut self, s: &Sample, histogram: bool) {
         self.requests += 1;
         self.errors += u64::from(s.error);
         self.latency_total_us = self.latency_total_us.saturating_add(s.latency_us);
         self.latency_max_us = self.latency_max_us.max(s.latency_us);
         self.bytes_in = self.bytes_in.saturating_add(s.bytes_in);
         self.bytes_out = self.bytes_out.saturating_add(s.bytes_out);
-        self.latency.add(s.latency_us);
+        if histogram {
+            self.latency.add(s.latency_us);
+        }
     }
 
     pub fn end(&self) -> UnixMs {
@@ -175,8 +178,8 @@ mod tests {
     #[test]
     fn an_open_bucket_sums_its_samples() {
         let mut b = OpenBucket::new(0, 60_000);
-        b.add(&sample(false, 1000));
-        b.add(&sample(true, 3000));
+        b.add(&sample(false, 1000), true);
+        b.add(&sample(true, 3000), true);
         let s = b.snapshot();
         assert_eq!((s.requests, s.errors), (2, 1));
         assert_eq!(s.latency_total_us, 4000);
@@ -191,10 +194,10 @@ mod tests {
     #[test]
     fn resuming_a_saved_bucket_keeps_its_counts() {
         let mut b = OpenBucket::new(5000, 1000);
-        b.add(&sample(false, 42));
+        b.add(&sample(false, 42), true);
         let saved = b.snapshot();
         let mut resumed = OpenBucket::resume(&saved);
-        resumed.add(&sample(false, 42));
+        resumed.add(&sample(false, 42), true);
         assert_eq!(resumed.snapshot().requests, 2);
         assert_eq!(resumed.snapshot().latency.count(), 2);
     }

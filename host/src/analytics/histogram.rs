@@ -47,39 +47,42 @@ fn bin_value(index: usize) -> f64 {
     }
 }
 
-/// The histogram of the bucket in progress.
-#[derive(Clone)]
+/// The histogram of the bucket in progress. Its array is allocated on the first value, so
+/// a series that keeps no latencies (route × backend pairs) costs nothing here.
+#[derive(Clone, Default)]
 pub struct DenseHistogram {
-    counts: Box<[u32; BINS]>,
-}
-
-impl Default for DenseHistogram {
-    fn default() -> Self {
-        Self {
-            counts: Box::new([0; BINS]),
-        }
-    }
+    counts: Option<Box<[u32; BINS]>>,
 }
 
 impl DenseHistogram {
+    fn counts(&mut self) -> &mut [u32; BINS] {
+        self.counts.get_or_insert_with(|| Box::new([0; BINS]))
+    }
+
     pub fn add(&mut self, us: u64) {
-        let c = &mut self.counts[bin(us)];
+        let c = &mut self.counts()[bin(us)];
         *c = c.saturating_add(1);
     }
 
     /// Adds a compact histogram's counts.
     pub fn absorb(&mut self, h: &Histogram) {
+        if h.bins.is_empty() {
+            return;
+        }
+        let counts = self.counts();
         for (i, c) in &h.bins {
-            if let Some(slot) = self.counts.get_mut(usize::from(*i)) {
+            if let Some(slot) = counts.get_mut(usize::from(*i)) {
                 *slot = slot.saturating_add(*c);
             }
         }
     }
 
     pub fn to_sparse(&self) -> Histogram {
+        let Some(counts) = &self.counts else {
+            return Histogram::default();
+        };
         Histogram {
-            bins: self
-                .counts
+            bins: counts
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| **c > 0)

@@ -210,3 +210,22 @@ fn loading_resumes_the_bucket_in_progress() {
     let shape: Vec<_> = b.iter().map(|b| (b.start, b.requests)).collect();
     assert_eq!(shape, [(1_000, 2), (3_000, 5)]);
 }
+
+#[test]
+fn pairs_count_requests_and_errors_but_keep_no_latency_histogram() {
+    let s = MemoryStore::new(settings(), None);
+    s.record(&[
+        rec("/a", Some("b1"), 1_000, 100, false),
+        rec("/a", Some("b1"), 1_500, 300, true),
+    ]);
+    s.maintain(3 * SEC);
+    let pair = &s.buckets(&SeriesKey::Pair("/a".into(), "b1".into()), 0, 10 * SEC)[0];
+    assert_eq!((pair.requests, pair.errors), (2, 1));
+    assert_eq!(pair.latency_total_us, 400);
+    assert_eq!(pair.latency.count(), 0);
+    assert_eq!(pair.latency_quantile_ms(0.99), None);
+    for key in [route("/a"), SeriesKey::Backend("b1".into())] {
+        let b = &s.buckets(&key, 0, 10 * SEC)[0];
+        assert_eq!(b.latency.count(), 2, "{key:?} keeps latencies");
+    }
+}
