@@ -426,6 +426,42 @@ fn removing_the_file_brings_the_builtin_back() {
     assert_eq!(r.reloads("limit.wasm", "removed"), 1);
 }
 
+/// The periodic rescan reads a file again only when its size or modification time moved.
+#[test]
+fn a_rescan_reads_only_files_that_changed() {
+    let r = rig(
+        "  rate_limit: limit.wasm\n  params:\n    limit.wasm: { mode: fixed, limit: 42 }",
+        &[("limit.wasm", "misbehave")],
+    );
+    let path = r.dir.path().join("limit.wasm");
+    let (_, good_sha, _) = r.state("limit.wasm");
+    let stamp = std::fs::metadata(&path).unwrap().modified().unwrap();
+    // Same size, same time, different bytes: the rescan does not look.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(stamp).unwrap();
+    drop(file);
+    r.plugins.rescan();
+    assert_eq!(r.state("limit.wasm").1, good_sha);
+    assert_eq!(r.reloads("limit.wasm", "compile_error"), 0);
+    // A new modification time: it reads the changed file (and loads it, or refuses it
+    // and keeps the old one, depending on which byte the flip hit).
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(stamp + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(file);
+    r.plugins.rescan();
+    let (state, sha, load_error) = r.state("limit.wasm");
+    assert_eq!(state, "active");
+    assert!(
+        sha != good_sha || load_error.is_some(),
+        "the changed file was read"
+    );
+}
+
 // === Failures during a tick ===
 
 #[test]

@@ -65,6 +65,16 @@ pub struct Slot {
     last_load_error: Mutex<Option<(String, String)>>,
     /// The file was found missing and that was reported (said once, not on every rescan).
     reported_missing: AtomicBool,
+    /// Size and modification time of the file when it was last read: a rescan that finds
+    /// them unchanged does not read and hash the file again.
+    seen: Mutex<Option<FileStamp>>,
+}
+
+type FileStamp = (u64, std::time::SystemTime);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 /// One loaded version of a plugin file.
@@ -166,6 +176,7 @@ impl Plugins {
                     current: ArcSwapOption::empty(),
                     last_load_error: Mutex::new(None),
                     reported_missing: AtomicBool::new(false),
+                    seen: Mutex::new(None),
                 })
             });
         }
@@ -199,12 +210,19 @@ impl Plugins {
         if let Some(slot) = self.slots.get(name) {
             slot.current.store(None);
             *lock(&slot.last_load_error) = None;
+            *lock(&slot.seen) = None;
         }
     }
 
-    /// Looks at every configured file once (at start, and on each rescan).
+    /// Looks at every configured file once (at start, and on each rescan). Files whose
+    /// size and modification time are what they were when last read are skipped; events
+    /// from the folder watcher always read the file.
     pub fn rescan(&self) {
-        for name in self.slots.keys() {
+        for (name, slot) in &self.slots {
+            let stamp = file_stamp(&self.dir.join(&**name));
+            if stamp.is_some() && *lock(&slot.seen) == stamp {
+                continue;
+            }
             self.reload(name);
         }
     }
@@ -216,6 +234,7 @@ impl Plugins {
             return Reload::Unchanged;
         };
         let path = self.dir.join(name);
+        *lock(&slot.seen) = file_stamp(&path);
         let outcome = match std::fs::read(&path) {
             Ok(bytes) => {
                 slot.reported_missing.store(false, Ordering::Relaxed);
