@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -77,28 +77,47 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     peer_trusted: bool,
 ) {
-    let mut xff = String::with_capacity(64);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
-        && !prev.trim().is_empty()
-    {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    push_ip(&mut xff, peer.ip().to_canonical());
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => {
-                headers.insert(X_FORWARDED_HOST, h.clone());
+    // One lookup per header (an entry, or a plain insert when nothing is kept): this runs
+    // for every proxied request.
+    let peer_text = |prev: Option<&HeaderValue>| {
+        let mut xff = String::with_capacity(64);
+        if let Some(prev) = prev.and_then(|v| v.to_str().ok())
+            && !prev.trim().is_empty()
+        {
+            xff.push_str(prev);
+            xff.push_str(", ");
+        }
+        push_ip(&mut xff, peer.ip().to_canonical());
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
+    };
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut e) => {
+            if let Some(v) = peer_text(Some(e.get())) {
+                e.insert(v);
             }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
+        }
+        Entry::Vacant(e) => {
+            if let Some(v) = peer_text(None) {
+                e.insert(v);
             }
+        }
+    }
+    let proto = HeaderValue::from_static("http");
+    if peer_trusted {
+        headers.entry(X_FORWARDED_PROTO).or_insert(proto);
+    } else {
+        headers.insert(X_FORWARDED_PROTO, proto);
+    }
+    match (peer_trusted, host) {
+        (true, Some(h)) => {
+            headers.entry(X_FORWARDED_HOST).or_insert_with(|| h.clone());
+        }
+        (true, None) => {}
+        (false, Some(h)) => {
+            headers.insert(X_FORWARDED_HOST, h.clone());
+        }
+        (false, None) => {
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
 }
