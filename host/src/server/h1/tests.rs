@@ -80,30 +80,33 @@ fn too_many_headers_go_to_hyper() {
     assert!(matches!(parsed(&req).0, Parsed::HandOff));
 }
 
-/// Writes `res` through a real socket and returns what the client read.
-async fn written(res: Response<Body>, head_only: bool, close: bool) -> (String, bool) {
+/// Writes `res` through a real socket and returns what the client read, and whether the
+/// connection may be kept.
+async fn written_bytes<B>(res: Response<B>, head_only: bool, close: bool) -> (Vec<u8>, bool)
+where
+    B: http_body::Body<Data = Bytes, Error = io::Error> + Unpin,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let client = tokio::spawn(async move {
         let mut c = TcpStream::connect(addr).await.unwrap();
         let mut got = Vec::new();
         c.read_to_end(&mut got).await.unwrap();
-        String::from_utf8(got).unwrap()
+        got
     });
     let (mut stream, _) = listener.accept().await.unwrap();
     let mut out = Vec::new();
-    let keep = write_response(
-        &mut stream,
-        &mut out,
-        res,
-        head_only,
-        close,
-        &CoarseClock::new(),
-    )
-    .await
-    .unwrap();
+    let clock = CoarseClock::new();
+    let keep = write_response(&mut stream, &mut out, res, head_only, close, &clock)
+        .await
+        .unwrap();
     drop(stream);
     (client.await.unwrap(), keep)
+}
+
+async fn written(res: Response<Body>, head_only: bool, close: bool) -> (String, bool) {
+    let (wire, keep) = written_bytes(res, head_only, close).await;
+    (String::from_utf8(wire).unwrap(), keep)
 }
 
 #[tokio::test]
@@ -165,28 +168,7 @@ async fn an_unknown_length_is_chunked_and_large_frames_pass_whole() {
         Ok(http_body::Frame::data(Bytes::from(big.clone()))),
     ];
     let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-    let res = Response::new(stream);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let client = tokio::spawn(async move {
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        let mut got = Vec::new();
-        c.read_to_end(&mut got).await.unwrap();
-        got
-    });
-    let (mut stream, _) = listener.accept().await.unwrap();
-    let keep = write_response(
-        &mut stream,
-        &mut Vec::new(),
-        res,
-        false,
-        false,
-        &CoarseClock::new(),
-    )
-    .await
-    .unwrap();
-    drop(stream);
-    let wire = client.await.unwrap();
+    let (wire, keep) = written_bytes(Response::new(stream), false, false).await;
     let text = String::from_utf8_lossy(&wire);
     assert!(text.contains("\r\ntransfer-encoding: chunked\r\n"));
     let body_at = text.find("\r\n\r\n").unwrap() + 4;
