@@ -150,6 +150,14 @@ pub async fn start_with_sink(
         ))
     });
 
+    if let Some(a) = &analyzer {
+        // One tick before the listeners open, so what was learned before a restart is
+        // served from the first request on (the periodic ticks run on a blocking thread and
+        // could otherwise lose that race on a busy machine).
+        let a = a.clone();
+        let _ = tokio::task::spawn_blocking(move || a.tick(now_ms())).await;
+    }
+
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await

@@ -189,7 +189,7 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
     let base = buf.as_ptr() as usize;
     let at = |s: &[u8]| {
         let start = (s.as_ptr() as usize).wrapping_sub(base);
-        start..start + s.len()
+        start..start.saturating_add(s.len())
     };
     let mut close = false;
     let (len, method, path) = {
@@ -242,6 +242,11 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
         }
         (len, method, at(path.as_bytes()))
     };
+    // httparse hands out slices of the head; checked anyway, so a surprise is a hand-off,
+    // never a panic on client input.
+    if path.end > len || fields.iter().any(|(_, r)| r.end > len) {
+        return Parsed::HandOff;
+    }
 
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path)) else {
