@@ -105,15 +105,34 @@ impl Router {
     /// Finds the route for a request path (the path only, no query).
     pub fn lookup(&self, path: &str) -> Option<RouteMatch> {
         let trimmed = path.strip_prefix('/').unwrap_or(path);
-        let mut segs: Vec<&str> = Vec::with_capacity(8);
+        // Segments on the stack for the usual path; a heap list only past 16 of them.
+        let mut inline = [""; 16];
+        let mut spill: Vec<&str> = Vec::new();
+        let mut n = 0;
         if !trimmed.is_empty() {
-            segs.extend(trimmed.split('/'));
+            for seg in trimmed.split('/') {
+                match inline.get_mut(n) {
+                    Some(slot) => *slot = seg,
+                    None => {
+                        if spill.is_empty() {
+                            spill.extend_from_slice(&inline);
+                        }
+                        spill.push(seg);
+                    }
+                }
+                n += 1;
+            }
         }
-        if segs.last() == Some(&"") {
-            segs.pop();
+        let mut segs: &[&str] = if spill.is_empty() {
+            &inline[..n]
+        } else {
+            &spill
+        };
+        if let Some((&"", rest)) = segs.split_last() {
+            segs = rest;
         }
         let mut best: Best = None;
-        walk(&self.root, &segs, 0, 0, &mut best);
+        walk(&self.root, segs, 0, 0, &mut best);
         let (depth, _, route) = best?;
         let prefix_len = if depth == 0 {
             0
@@ -173,6 +192,22 @@ mod tests {
         assert_eq!(route(&r, "/api"), Some(0));
         assert_eq!(route(&r, "/other"), Some(2));
         assert_eq!(route(&r, "/"), Some(2));
+    }
+
+    #[test]
+    fn long_paths_match_past_the_inline_segments() {
+        let deep: String = (0..20).map(|i| format!("/s{i}")).collect();
+        let r = router(&["/", &deep]);
+        let m = r.lookup(&format!("{deep}/more/")).unwrap();
+        assert_eq!((m.route, m.prefix_len), (1, deep.len()));
+        assert_eq!(route(&r, &deep[..deep.len() - 4]), Some(0));
+        // One trailing slash is dropped; a second leaves an empty segment, which a
+        // parameter does not match.
+        let r = router(&["/a", "/a/{x}"]);
+        assert_eq!(route(&r, "/a/"), Some(0));
+        assert_eq!(route(&r, "/a/b/"), Some(1));
+        let m = r.lookup("/a//").unwrap();
+        assert_eq!((m.route, m.prefix_len), (0, 2));
     }
 
     #[test]

@@ -80,14 +80,19 @@ pub fn set_forwarded(
     // One lookup per header (an entry, or a plain insert when nothing is kept): this runs
     // for every proxied request.
     let peer_text = |prev: Option<&HeaderValue>| {
-        let mut xff = String::with_capacity(64);
-        if let Some(prev) = prev.and_then(|v| v.to_str().ok())
-            && !prev.trim().is_empty()
-        {
-            xff.push_str(prev);
-            xff.push_str(", ");
+        let mut ip = String::with_capacity(0);
+        let mut ip_buf = [0u8; 45];
+        let ip_text = ip_text(peer.ip().to_canonical(), &mut ip_buf, &mut ip);
+        let prev = prev
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| !p.trim().is_empty());
+        // Sized exactly, so the buffer becomes the header value without another allocation.
+        let mut xff = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + ip_text.len());
+        if let Some(prev) = prev {
+            xff.extend_from_slice(prev.as_bytes());
+            xff.extend_from_slice(b", ");
         }
-        push_ip(&mut xff, peer.ip().to_canonical());
+        xff.extend_from_slice(ip_text.as_bytes());
         HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
     };
     match headers.entry(X_FORWARDED_FOR) {
@@ -122,22 +127,28 @@ pub fn set_forwarded(
     }
 }
 
-/// Appends the address in its usual text form; IPv4 without the formatting machinery,
-/// since it is written once per request.
-fn push_ip(out: &mut String, ip: IpAddr) {
+/// The address in its usual text form: IPv4 printed into `buf` without the formatting
+/// machinery (this runs once per request), IPv6 through `Display` into `spill`.
+fn ip_text<'a>(ip: IpAddr, buf: &'a mut [u8; 45], spill: &'a mut String) -> &'a str {
     match ip {
         IpAddr::V4(v4) => {
             let mut digits = itoa::Buffer::new();
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    buf[len] = b'.';
+                    len += 1;
                 }
-                out.push_str(digits.format(octet));
+                let d = digits.format(octet).as_bytes();
+                buf[len..len + d.len()].copy_from_slice(d);
+                len += d.len();
             }
+            std::str::from_utf8(&buf[..len]).unwrap_or_default()
         }
         IpAddr::V6(v6) => {
             use std::fmt::Write as _;
-            let _ = write!(out, "{v6}");
+            let _ = write!(spill, "{v6}");
+            spill.as_str()
         }
     }
 }
@@ -204,9 +215,8 @@ mod tests {
             "2001:db8::8a2e:370:7334",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            let mut out = String::new();
-            push_ip(&mut out, ip);
-            assert_eq!(out, ip.to_string());
+            let (mut buf, mut spill) = ([0u8; 45], String::new());
+            assert_eq!(ip_text(ip, &mut buf, &mut spill), ip.to_string());
         }
     }
 

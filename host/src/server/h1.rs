@@ -440,7 +440,12 @@ async fn flush(
     out: &mut Vec<u8>,
     queued: &mut Vec<(usize, Bytes)>,
 ) -> io::Result<()> {
-    if out.is_empty() && queued.is_empty() {
+    if queued.is_empty() {
+        // The common case (a small response): one buffer, no piece list to build.
+        if !out.is_empty() {
+            stream.write_all(out).await?;
+            out.clear();
+        }
         return Ok(());
     }
     let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * queued.len() + 1);
