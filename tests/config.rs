@@ -97,29 +97,17 @@ fn a_missing_file_is_reported() {
 }
 
 #[test]
-fn the_shipped_config_is_valid() {
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yml");
-    let out = std::process::Command::new(BIN)
-        .args(["check-config", shipped])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
-fn the_demo_config_is_valid() {
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo/demo.yml");
-    let out = std::process::Command::new(BIN)
-        .args(["check-config", demo])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn the_shipped_and_demo_configs_are_valid() {
+    for file in ["config.yml", "examples/demo/demo.yml"] {
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(BIN)
+            .args(["check-config", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -204,16 +204,23 @@ pub async fn start_with_sink(
     }
     if let Some(a) = &analyzer {
         let an = &config.analytics;
-        background.spawn(every(an.analyzer_interval, background_stopped.clone(), {
-            let a = a.clone();
-            move || {
-                let a = a.clone();
-                async move {
-                    let _ = tokio::task::spawn_blocking(move || a.tick(now_ms())).await;
-                }
-            }
-        }));
+        // The first tick ran before the listeners opened.
         background.spawn(every(
+            an.analyzer_interval,
+            an.analyzer_interval,
+            background_stopped.clone(),
+            {
+                let a = a.clone();
+                move || {
+                    let a = a.clone();
+                    async move {
+                        let _ = tokio::task::spawn_blocking(move || a.tick(now_ms())).await;
+                    }
+                }
+            },
+        ));
+        background.spawn(every(
+            Duration::ZERO,
             config.weighted_lb.rebalance_interval,
             background_stopped.clone(),
             {
@@ -280,13 +287,13 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// Runs `job` now and then every `period` until `stop` turns true.
-async fn every<F, Fut>(period: Duration, mut stop: watch::Receiver<bool>, job: F)
+/// Runs `job` after `first`, then every `period`, until `stop` turns true.
+async fn every<F, Fut>(first: Duration, period: Duration, mut stop: watch::Receiver<bool>, job: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -297,7 +304,7 @@ where
 }
 
 async fn sweep_limiters(gw: Arc<Gateway>, stop: watch::Receiver<bool>) {
-    every(LIMITER_SWEEP_INTERVAL, stop, || {
+    every(Duration::ZERO, LIMITER_SWEEP_INTERVAL, stop, || {
         let gw = gw.clone();
         async move {
             let now = Instant::now();

@@ -42,7 +42,8 @@ pub async fn forward(
     };
     let upstream_req = match prepare(gw, client, req, &backend, strip) {
         Ok(r) => r,
-        Err(e) => return (e.into(), Some(backend)),
+        // Nothing was sent: not the backend's answer.
+        Err(e) => return (e.into(), None),
     };
 
     let exchange = backend.pool.send(upstream_req, route.connect_timeout);

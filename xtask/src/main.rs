@@ -104,27 +104,24 @@ fn build_plugins() -> Result<Vec<PathBuf>, String> {
 }
 
 fn run_demo(args: &[String]) -> Result<(), String> {
-    let status = cargo()
-        .current_dir(root())
-        .args(["run", "--release", "-p", "demo", "--"])
-        .args(args)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("the demo exited with {status}"))
+    cargo_run(&["demo", "--"], args, "the demo")
 }
 
 fn run_gateway(args: &[String]) -> Result<(), String> {
+    cargo_run(&["microgate", "--", "run"], args, "the gateway")
+}
+
+/// `cargo run --release -p <package args> <args>` from the workspace root.
+fn cargo_run(package: &[&str], args: &[String], what: &str) -> Result<(), String> {
     let status = cargo()
         .current_dir(root())
-        .args(["run", "--release", "-p", "microgate", "--", "run"])
+        .args(["run", "--release", "-p"])
+        .args(package)
         .args(args)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     status
         .success()
         .then_some(())
-        .ok_or_else(|| format!("the gateway exited with {status}"))
+        .ok_or_else(|| format!("{what} exited with {status}"))
 }

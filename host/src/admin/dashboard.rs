@@ -23,34 +23,33 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
+/// Every file of the page: path, content type, bytes.
+const FILES: [(&str, &str, &str); 7] = [
+    ("/dashboard", "text/html; charset=utf-8", INDEX),
+    ("/dashboard/", "text/html; charset=utf-8", INDEX),
+    ("/dashboard/app.js", "text/javascript; charset=utf-8", APP),
+    ("/dashboard/style.css", "text/css; charset=utf-8", STYLE),
+    (
+        "/dashboard/uplot.min.js",
+        "text/javascript; charset=utf-8",
+        UPLOT_JS,
+    ),
+    (
+        "/dashboard/uplot.min.css",
+        "text/css; charset=utf-8",
+        UPLOT_CSS,
+    ),
+    (
+        "/dashboard/LICENSE.uplot.txt",
+        "text/plain; charset=utf-8",
+        UPLOT_LICENSE,
+    ),
+];
+
 pub fn router() -> Router {
-    Router::new()
-        .route(
-            "/dashboard",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/dashboard/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/dashboard/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP) }),
-        )
-        .route(
-            "/dashboard/style.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
-        .route(
-            "/dashboard/uplot.min.js",
-            get(|| async { asset("text/javascript; charset=utf-8", UPLOT_JS) }),
-        )
-        .route(
-            "/dashboard/uplot.min.css",
-            get(|| async { asset("text/css; charset=utf-8", UPLOT_CSS) }),
-        )
-        .route(
-            "/dashboard/LICENSE.uplot.txt",
-            get(|| async { asset("text/plain; charset=utf-8", UPLOT_LICENSE) }),
-        )
+    FILES
+        .into_iter()
+        .fold(Router::new(), |router, (path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }

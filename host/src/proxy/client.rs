@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
+use crate::proxy::headers::contains_token;
 
 /// Largest response head accepted from a backend.
 const MAX_HEAD: usize = 64 * 1024;
@@ -412,12 +413,6 @@ fn build_response(
         headers.push((name, start..start + h.value.len()));
     }
     Ok((len, (status, headers), keep_alive))
-}
-
-fn contains_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Builds the response, with header values sharing the head's bytes (no copies).

@@ -48,6 +48,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a comma-separated header value (`Connection: keep-alive, Close`) lists `token`,
+/// ignoring case and spaces.
+pub fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// The client's IP: the peer's, unless the peer is a trusted proxy, in which case the
 /// rightmost `X-Forwarded-For` entry that is not itself a trusted proxy.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {

@@ -34,7 +34,7 @@ use super::clock::CoarseClock;
 use crate::body::RequestBody;
 use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
-use crate::proxy::headers::client_ip;
+use crate::proxy::headers::{client_ip, contains_token};
 
 /// Longest request head served here; longer ones go to hyper, which has its own limit.
 const MAX_HEAD: usize = 64 * 1024;
@@ -275,12 +275,6 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
         head_only,
         close,
     })
-}
-
-fn contains_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// How a response body is delimited on the wire.
