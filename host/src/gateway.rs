@@ -12,6 +12,7 @@ use prometheus::{Gauge, Histogram, IntCounter};
 
 use crate::analytics::routes::RouteNames;
 use crate::auth::{AuthSetupError, Authenticator};
+use crate::clock::CoarseClock;
 use crate::config::{AuthKind, Config};
 use crate::metrics::{CounterCache, Metrics};
 use crate::ratelimit::{RouteLimiter, SharedLimit};
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub trusted_proxies: Vec<IpNet>,
     pub access_log: bool,
     pub sink: Arc<dyn TrafficSink>,
+    /// The coarse clock the request path reads (advanced by the proxy listener's ticker).
+    pub clock: Arc<CoarseClock>,
     /// Names for requests no route matches (normalised paths, capped).
     pub route_names: RouteNames,
 }
@@ -106,6 +109,7 @@ impl Gateway {
                 }
             }
         }
+        let clock = Arc::new(CoarseClock::new());
         let mut backends: Vec<Arc<Backend>> = Vec::new();
         let mut upstreams = BTreeMap::new();
         for (name, up) in &config.upstreams {
@@ -122,6 +126,7 @@ impl Gateway {
                             &config.proxy,
                             routes_of.remove(label).unwrap_or_default(),
                             metrics.circuit_state.with_label_values(&[label]),
+                            clock.clone(),
                         ));
                         backends.push(b.clone());
                         b
@@ -220,6 +225,7 @@ impl Gateway {
             trusted_proxies: config.proxy.trusted_proxies.clone(),
             access_log: config.log.access_log,
             sink,
+            clock,
             route_names,
         })
     }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -6,7 +6,6 @@ pub mod client;
 pub mod headers;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Response, header};
@@ -25,7 +24,7 @@ pub async fn forward(
     gw: &Gateway,
     client: &ClientInfo,
     matched: &MatchedRoute,
-    req: Req,
+    req: &mut Req,
 ) -> (Response<Body>, Option<Arc<Backend>>) {
     let route = &matched.route;
     let Some(upstream) = &route.upstream else {
@@ -40,15 +39,16 @@ pub async fn forward(
     } else {
         0
     };
-    let upstream_req = match prepare(gw, client, req, &backend, strip) {
-        Ok(r) => r,
+    if let Err(e) = prepare(gw, client, req, &backend, strip) {
         // Nothing was sent: not the backend's answer.
-        Err(e) => return (e.into(), None),
-    };
+        return (e.into(), None);
+    }
 
-    let exchange = backend.pool.send(upstream_req, route.connect_timeout);
-    let outcome = tokio::time::timeout(route.request_timeout, exchange).await;
-    let now = Instant::now();
+    let exchange = backend.pool.send(req, route.connect_timeout);
+    // The deadline on the coarse clock, a tick later so that it is never early.
+    let deadline = gw.clock.instant() + route.request_timeout + crate::clock::TICK;
+    let outcome = tokio::time::timeout_at(deadline.into(), exchange).await;
+    let now = gw.clock.instant();
     let label = &*backend.label;
     // Keyed by status code; 1000 and 1001 stand for `error` and `timeout`.
     let count = |status: &str| {
@@ -101,13 +101,12 @@ pub async fn forward(
 fn prepare(
     gw: &Gateway,
     client: &ClientInfo,
-    req: Req,
+    req: &mut Req,
     backend: &Backend,
     strip: usize,
-) -> Result<Req, GatewayError> {
-    let (mut parts, body) = req.into_parts();
+) -> Result<(), GatewayError> {
     if strip > 0 {
-        let path = parts.uri.path();
+        let path = req.uri().path();
         let path = match path.get(strip..) {
             Some("") => "/",
             Some(rest) if !rest.starts_with('/') => {
@@ -118,19 +117,19 @@ fn prepare(
             Some(rest) => rest,
             None => path,
         };
-        let path_and_query = match parts.uri.query() {
+        let path_and_query = match req.uri().query() {
             Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
             None => PathAndQuery::try_from(path),
         }
         .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-        parts.uri = Uri::from(path_and_query);
+        *req.uri_mut() = Uri::from(path_and_query);
     }
-    headers::strip_hop_by_hop(&mut parts.headers);
-    let host = match parts.headers.get(header::HOST) {
+    headers::strip_hop_by_hop(req.headers_mut());
+    let host = match req.headers().get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => {
-            let from_uri = parts
-                .uri
+            let from_uri = req
+                .uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
             let value = match &from_uri {
@@ -138,12 +137,12 @@ fn prepare(
                 None => HeaderValue::from_str(backend.url.authority.as_str())
                     .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
             };
-            parts.headers.insert(header::HOST, value);
+            req.headers_mut().insert(header::HOST, value);
             from_uri
         }
     };
     let peer = client.peer.ip().to_canonical();
     let trusted = gw.trusted_proxies.iter().any(|n| n.contains(&peer));
-    headers::set_forwarded(&mut parts.headers, client.peer, host.as_ref(), trusted);
-    Ok(Req::from_parts(parts, body))
+    headers::set_forwarded(req.headers_mut(), client.peer, host.as_ref(), trusted);
+    Ok(())
 }

@@ -6,7 +6,6 @@
 //! prior knowledge, malformed heads — is handed to hyper for the rest of the connection,
 //! with the bytes already read ([`prefixed`]).
 
-pub mod clock;
 pub mod h1;
 pub mod prefixed;
 
@@ -28,7 +27,6 @@ use crate::body::RequestBody;
 use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
 use crate::proxy::headers::client_ip;
-use clock::CoarseClock;
 use h1::{End, Shared};
 use prefixed::Prefixed;
 
@@ -41,9 +39,9 @@ pub async fn serve(
     keepalive: Duration,
 ) {
     let shared = Arc::new(Shared {
-        gw,
         keepalive,
-        clock: Arc::new(CoarseClock::new()),
+        clock: gw.clock.clone(),
+        gw,
         stop: CancellationToken::new(),
         stopping: AtomicBool::new(false),
     });

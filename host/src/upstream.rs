@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use prometheus::IntGauge;
 
+use crate::clock::CoarseClock;
 use crate::config::{BackendUrl, BreakerConfig, ProxyConfig};
 use crate::metrics::CounterCache;
 use crate::proxy::client::Pool;
@@ -59,6 +60,7 @@ impl Backend {
         proxy: &ProxyConfig,
         routes: Vec<usize>,
         state_gauge: IntGauge,
+        clock: Arc<CoarseClock>,
     ) -> Self {
         state_gauge.set(BreakerState::Closed as i64);
         let pool = Pool::new(
@@ -66,6 +68,7 @@ impl Backend {
             url.authority.port_u16().unwrap_or(80),
             proxy.pool_max_idle_per_backend,
             proxy.pool_idle_timeout,
+            clock,
         );
         Self {
             id,

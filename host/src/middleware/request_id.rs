@@ -40,15 +40,16 @@ fn generate() -> HeaderValue {
     // Version 4, variant RFC 4122.
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let mut text = [0u8; 36];
-    let mut nibble = 0;
-    for (i, slot) in text.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-        } else {
-            *slot = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
-            nibble += 1;
+    let mut text = [b'-'; 36];
+    // Two hex digits per byte; the dashes after bytes 4, 6, 8 and 10 stay.
+    let mut at = 0;
+    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
         }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
     HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
         .unwrap_or(HeaderValue::from_static("invalid"))

@@ -18,7 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
+use crate::clock::CoarseClock;
 use crate::proxy::headers::contains_token;
 
 /// Largest response head accepted from a backend.
@@ -68,9 +69,11 @@ impl ClientError {
 pub struct Pool {
     host: String,
     port: u16,
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Each with the coarse clock's milliseconds when it went idle.
+    idle: Mutex<Vec<(Conn, u64)>>,
     max_idle: usize,
-    idle_timeout: Duration,
+    idle_timeout_ms: u64,
+    clock: Arc<CoarseClock>,
 }
 
 /// A connection and the bytes read from it but not used yet.
@@ -82,7 +85,13 @@ struct Conn {
 // === impl Pool ===
 
 impl Pool {
-    pub fn new(host: &str, port: u16, max_idle: usize, idle_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        host: &str,
+        port: u16,
+        max_idle: usize,
+        idle_timeout: Duration,
+        clock: Arc<CoarseClock>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             host: host
                 .trim_start_matches('[')
@@ -91,7 +100,8 @@ impl Pool {
             port,
             idle: Mutex::new(Vec::new()),
             max_idle,
-            idle_timeout,
+            idle_timeout_ms: idle_timeout.as_millis() as u64,
+            clock,
         })
     }
 
@@ -100,15 +110,16 @@ impl Pool {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, u64)>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A live idle connection, if there is one.
     fn checkout(&self) -> Option<Conn> {
+        let now = self.clock.now_ms();
         let mut idle = self.lock();
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout && conn.still_open() {
+            if now.saturating_sub(since) < self.idle_timeout_ms && conn.still_open() {
                 return Some(conn);
             }
         }
@@ -119,9 +130,10 @@ impl Pool {
         if !conn.buf.is_empty() {
             return; // bytes after the response: the connection is out of step, drop it
         }
+        let now = self.clock.now_ms();
         let mut idle = self.lock();
         if idle.len() < self.max_idle {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, now));
         }
     }
 
@@ -142,13 +154,13 @@ impl Pool {
     /// returns the response once its head has arrived. The body streams from the socket.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        req: &mut Request<RequestBody>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, ClientError> {
-        let (parts, mut body) = req.into_parts();
-        let has_body = !body.is_end_stream();
-        let (head, chunked) = encode_head(&parts, body.size_hint().exact(), has_body);
-        let head_only = parts.method == Method::HEAD;
+        let has_body = !req.body().is_end_stream();
+        let (head, chunked) = encode_head(req, req.body().size_hint().exact(), has_body);
+        let head_only = req.method() == Method::HEAD;
+        let body = req.body_mut();
         if !has_body {
             if let Some(conn) = self.checkout() {
                 match self.exchange(conn, &head, None, head_only).await {
@@ -169,7 +181,7 @@ impl Pool {
             Some(conn) => conn,
             None => self.connect(connect_timeout).await?,
         };
-        self.exchange(conn, &head, Some((&mut body, chunked)), head_only)
+        self.exchange(conn, &head, Some((body, chunked)), head_only)
             .await
             .map_err(Attempt::into_error)
     }
@@ -242,12 +254,8 @@ impl Attempt {
 
 /// Request line and headers, and whether the body goes chunked (a body of unknown length).
 /// A client's `Expect` is dropped: the gateway already answered it.
-fn encode_head(
-    parts: &http::request::Parts,
-    length: Option<u64>,
-    has_body: bool,
-) -> (Vec<u8>, bool) {
-    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+fn encode_head<B>(req: &Request<B>, length: Option<u64>, has_body: bool) -> (Vec<u8>, bool) {
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
     let mut out = Vec::with_capacity(256 + headers.len() * 32);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -353,7 +361,7 @@ async fn read_head(
                     continue;
                 }
                 let framing = framing(&response, head_only).map_err(|e| (e, false))?;
-                return Ok((response.map(|_| ()), framing, keep_alive));
+                return Ok((response, framing, keep_alive));
             }
             Some(Err(e)) => return Err((e, false)),
             None => {}
@@ -419,8 +427,8 @@ fn build_response(
 fn response_from(
     head: Bytes,
     (status, headers): (u16, Vec<(HeaderName, std::ops::Range<usize>)>),
-) -> Response<Bytes> {
-    let mut res = Response::new(Bytes::new());
+) -> Response<()> {
+    let mut res = Response::new(());
     *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let map = res.headers_mut();
     // Room for what the gateway adds on the way back (request ID, rate-limit headers).
@@ -437,7 +445,7 @@ fn response_from(
 }
 
 /// RFC 9112 §6.3: how the body of this response is delimited.
-fn framing(res: &Response<Bytes>, head_only: bool) -> Result<Framing, ClientError> {
+fn framing(res: &Response<()>, head_only: bool) -> Result<Framing, ClientError> {
     let status = res.status();
     if head_only
         || status.is_informational()

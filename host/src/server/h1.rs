@@ -30,8 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::clock::CoarseClock;
 use crate::body::RequestBody;
+use crate::clock::CoarseClock;
 use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
 use crate::proxy::headers::{client_ip, contains_token};

@@ -68,7 +68,13 @@ async fn scripted(
 }
 
 fn pool(port: u16) -> Arc<Pool> {
-    Pool::new("127.0.0.1", port, 8, Duration::from_secs(60))
+    Pool::new(
+        "127.0.0.1",
+        port,
+        8,
+        Duration::from_secs(60),
+        Arc::new(CoarseClock::new()),
+    )
 }
 
 fn get(path: &str) -> Request<RequestBody> {
@@ -92,7 +98,7 @@ async fn content_length_responses_reuse_the_connection() {
     let (port, accepted, received) = scripted(vec![ok, ok, ok], 1000).await;
     let p = pool(port);
     for _ in 0..3 {
-        let res = p.send(get("/a?b=1"), T).await.unwrap();
+        let res = p.send(&mut get("/a?b=1"), T).await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["x-test"], "yes");
         assert_eq!(res.body().size_hint().exact(), Some(5));
@@ -112,12 +118,28 @@ async fn content_length_responses_reuse_the_connection() {
 }
 
 #[tokio::test]
+async fn idle_connections_expire_after_the_idle_timeout_on_the_coarse_clock() {
+    let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (port, accepted, _) = scripted(vec![ok, ok, ok], 1000).await;
+    let clock = Arc::new(CoarseClock::new());
+    let p = Pool::new("127.0.0.1", port, 8, Duration::from_secs(10), clock.clone());
+    let get_ok = async || assert_eq!(body(p.send(&mut get("/"), T).await.unwrap()).await, "ok");
+    get_ok().await;
+    clock.advance(Duration::from_secs(9));
+    get_ok().await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "9 s idle: reused");
+    clock.advance(Duration::from_secs(11));
+    get_ok().await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "11 s idle: replaced");
+}
+
+#[tokio::test]
 async fn chunked_responses_arrive_in_pieces_and_trailers_are_dropped() {
     let answer: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
     let (port, accepted, _) = scripted(vec![answer, answer], 3).await;
     let p = pool(port);
     for _ in 0..2 {
-        let res = p.send(get("/"), T).await.unwrap();
+        let res = p.send(&mut get("/"), T).await.unwrap();
         assert_eq!(body(res).await, "hello world");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -129,12 +151,12 @@ async fn a_body_until_close_is_read_to_the_end_and_the_connection_dropped() {
     let (port, accepted, _) = scripted(vec![answer], 1000).await;
     let p = pool(port);
     assert_eq!(
-        body(p.send(get("/"), T).await.unwrap()).await,
+        body(p.send(&mut get("/"), T).await.unwrap()).await,
         "until close"
     );
     assert_eq!(p.idle_count(), 0);
     assert_eq!(
-        body(p.send(get("/"), T).await.unwrap()).await,
+        body(p.send(&mut get("/"), T).await.unwrap()).await,
         "until close"
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -149,12 +171,12 @@ async fn head_204_and_304_have_no_body() {
     let p = pool(port);
     let mut req = get("/");
     *req.method_mut() = Method::HEAD;
-    let res = p.send(req, T).await.unwrap();
+    let res = p.send(&mut req, T).await.unwrap();
     assert_eq!(res.headers()["content-length"], "100");
     assert!(res.body().is_end_stream());
     assert_eq!(body(res).await, "");
-    assert_eq!(p.send(get("/"), T).await.unwrap().status(), 204);
-    assert_eq!(p.send(get("/"), T).await.unwrap().status(), 304);
+    assert_eq!(p.send(&mut get("/"), T).await.unwrap().status(), 204);
+    assert_eq!(p.send(&mut get("/"), T).await.unwrap().status(), 304);
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
@@ -162,7 +184,7 @@ async fn head_204_and_304_have_no_body() {
 async fn interim_responses_are_skipped() {
     let answer: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
     let (port, _, _) = scripted(vec![answer], 7).await;
-    let res = pool(port).send(get("/"), T).await.unwrap();
+    let res = pool(port).send(&mut get("/"), T).await.unwrap();
     assert_eq!(res.status(), 201);
     assert!(
         res.headers().get("link").is_none(),
@@ -178,7 +200,7 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced() {
     let (port, accepted, _) = scripted(vec![ok], 1000).await;
     let p = pool(port);
     for _ in 0..3 {
-        assert_eq!(body(p.send(get("/"), T).await.unwrap()).await, "ok");
+        assert_eq!(body(p.send(&mut get("/"), T).await.unwrap()).await, "ok");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -196,7 +218,7 @@ async fn request_bodies_are_sent_with_their_length_or_chunked() {
         http::header::EXPECT,
         HeaderValue::from_static("100-continue"),
     );
-    p.send(req, T).await.unwrap();
+    p.send(&mut req, T).await.unwrap();
     let sent = String::from_utf8(received.lock().unwrap().clone()).unwrap();
     assert!(sent.contains("content-length: 5\r\n"), "{sent:?}");
     assert!(
@@ -215,7 +237,7 @@ async fn bad_responses_are_errors() {
     ];
     for answer in cases {
         let (port, _, _) = scripted(vec![answer], 1000).await;
-        let err = pool(port).send(get("/"), T).await.unwrap_err();
+        let err = pool(port).send(&mut get("/"), T).await.unwrap_err();
         assert!(matches!(err, ClientError::Protocol(_)), "{answer:?}: {err}");
     }
 }
@@ -225,7 +247,7 @@ async fn a_body_cut_short_is_an_error_and_the_connection_is_not_reused() {
     let short: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf";
     let (port, _, _) = scripted(vec![short], 1000).await;
     let p = pool(port);
-    let res = p.send(get("/"), T).await.unwrap();
+    let res = p.send(&mut get("/"), T).await.unwrap();
     assert!(res.into_body().collect().await.is_err());
     assert_eq!(p.idle_count(), 0);
 }
@@ -235,7 +257,7 @@ async fn a_body_dropped_half_read_closes_the_connection() {
     let slow: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n";
     let (port, _, _) = scripted(vec![slow], 1000).await;
     let p = pool(port);
-    let res = p.send(get("/"), T).await.unwrap();
+    let res = p.send(&mut get("/"), T).await.unwrap();
     drop(res);
     assert_eq!(p.idle_count(), 0);
 }
@@ -246,7 +268,7 @@ async fn connecting_to_nothing_fails_cleanly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = pool(port).send(get("/"), T).await.unwrap_err();
+    let err = pool(port).send(&mut get("/"), T).await.unwrap_err();
     assert!(matches!(err, ClientError::Connect(_)), "{err}");
 }
 

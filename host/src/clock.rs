@@ -1,8 +1,11 @@
-//! A coarse clock for the connection loop, read with one atomic load instead of a clock
-//! call: milliseconds since start for idle timeouts and the current second for the `Date`
-//! header. A ticker task advances it (nginx keeps its time the same way). Latency and
-//! analytics timestamps use the precise clocks; this one is only for what tolerates being a
-//! tick late.
+//! The gateway's coarse clock, read with an atomic load instead of a clock call: a
+//! monotonic instant and the wall-clock time as of the last tick, which a ticker task
+//! advances every [`TICK`] (nginx keeps its time the same way). The request path reads it
+//! for what tolerates being a tick late: keep-alive and pool idle times, request deadlines,
+//! breaker windows, the `Date` header and the time an event is filed under in analytics.
+//! Latency is measured with the precise clock.
+//!
+//! Without a running ticker (unit tests) the clock stands still at its last tick.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -16,8 +19,8 @@ pub struct CoarseClock {
     start: Instant,
     /// Milliseconds from `start` at the last tick.
     ms: AtomicU64,
-    /// Seconds since the Unix epoch at the last tick.
-    wall_secs: AtomicU64,
+    /// Milliseconds since the Unix epoch at the last tick.
+    wall_ms: AtomicU64,
 }
 
 impl CoarseClock {
@@ -25,7 +28,7 @@ impl CoarseClock {
         let clock = Self {
             start: Instant::now(),
             ms: AtomicU64::new(0),
-            wall_secs: AtomicU64::new(0),
+            wall_ms: AtomicU64::new(0),
         };
         clock.tick();
         clock
@@ -36,14 +39,33 @@ impl CoarseClock {
         let ms = self.start.elapsed().as_millis() as u64;
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| d.as_millis() as u64);
         self.ms.store(ms, Ordering::Relaxed);
-        self.wall_secs.store(wall, Ordering::Relaxed);
+        self.wall_ms.store(wall, Ordering::Relaxed);
     }
 
     /// Milliseconds since the clock started, as of the last tick.
     pub fn now_ms(&self) -> u64 {
         self.ms.load(Ordering::Relaxed)
+    }
+
+    /// Moves the clock on by `by`, as a tick that much later would (tests drive time-
+    /// dependent code with it; a running ticker would overwrite it).
+    #[cfg(test)]
+    pub fn advance(&self, by: Duration) {
+        let by = by.as_millis() as u64;
+        self.ms.fetch_add(by, Ordering::Relaxed);
+        self.wall_ms.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// The monotonic time of the last tick.
+    pub fn instant(&self) -> Instant {
+        self.start + Duration::from_millis(self.now_ms())
+    }
+
+    /// The wall-clock time of the last tick.
+    pub fn wall(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.wall_ms.load(Ordering::Relaxed))
     }
 
     /// Ticks every [`TICK`] until the returned task is aborted.
@@ -65,7 +87,7 @@ impl CoarseClock {
         thread_local! {
             static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
         }
-        let second = self.wall_secs.load(Ordering::Relaxed);
+        let second = self.wall_ms.load(Ordering::Relaxed) / 1000;
         DATE.with(|date| {
             let mut date = date.borrow_mut();
             if date.0 != second {
@@ -114,5 +136,19 @@ mod tests {
         assert_eq!(clock.now_ms(), before, "only a tick moves it");
         clock.tick();
         assert!(clock.now_ms() >= before + 20);
+    }
+
+    #[test]
+    fn instant_and_wall_time_are_those_of_the_last_tick() {
+        let clock = CoarseClock::new();
+        let (instant, wall) = (clock.instant(), clock.wall());
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!((clock.instant(), clock.wall()), (instant, wall));
+        clock.tick();
+        assert!(clock.instant() >= instant + Duration::from_millis(20));
+        assert!(clock.instant() <= Instant::now());
+        assert!(clock.wall() >= wall + Duration::from_millis(20));
+        let drift = SystemTime::now().duration_since(clock.wall()).unwrap();
+        assert!(drift < Duration::from_secs(5));
     }
 }
