@@ -44,10 +44,12 @@ pub async fn forward(
         return (e.into(), None);
     }
 
-    let exchange = backend.pool.send(req, route.connect_timeout);
     // The deadline on the coarse clock, a tick later so that it is never early.
     let deadline = gw.clock.instant() + route.request_timeout + crate::clock::TICK;
-    let outcome = tokio::time::timeout_at(deadline.into(), exchange).await;
+    let outcome = backend
+        .pool
+        .send(req, route.connect_timeout, deadline)
+        .await;
     let now = gw.clock.instant();
     let label = &*backend.label;
     // Keyed by status code; 1000 and 1001 stand for `error` and `timeout`.
@@ -64,18 +66,18 @@ pub async fn forward(
         });
     };
     let (res, success): (Response<Body>, bool) = match outcome {
-        Ok(Ok(mut res)) => {
+        Ok(mut res) => {
             let status = res.status();
             count(status.as_str());
             headers::strip_hop_by_hop(res.headers_mut());
             (res.map(Body::Upstream), !status.is_server_error())
         }
         // The client's upload broke off: not the backend's fault.
-        Ok(Err(ClientError::RequestBody(e))) => {
+        Err(ClientError::RequestBody(e)) => {
             let err = GatewayError::BadRequest(format!("reading the request body: {e}"));
             (err.into(), true)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             let timed_out = e.is_timeout();
             count(if timed_out { "timeout" } else { "error" });
             tracing::debug!(backend = label, error = %e, "backend request failed");
@@ -85,10 +87,6 @@ pub async fn forward(
                 GatewayError::BackendUnreachable(e.to_string())
             };
             (err.into(), false)
-        }
-        Err(_) => {
-            count("timeout");
-            (GatewayError::BackendTimeout.into(), false)
         }
     };
     attempt.finish(success, now);

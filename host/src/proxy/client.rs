@@ -18,7 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -48,6 +48,8 @@ pub enum ClientError {
     Connect(io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("no response within the request timeout")]
+    Timeout,
     #[error("connection failed: {0}")]
     Io(#[from] io::Error),
     #[error("the backend closed the connection before answering")]
@@ -59,9 +61,9 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// True when the backend took too long to accept the connection.
+    /// True when the backend took too long to accept the connection or to answer.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, ClientError::ConnectTimeout)
+        matches!(self, ClientError::ConnectTimeout | ClientError::Timeout)
     }
 }
 
@@ -76,11 +78,21 @@ pub struct Pool {
     clock: Arc<CoarseClock>,
 }
 
-/// A connection and the bytes read from it but not used yet.
+/// A connection, the bytes read from it but not used yet, and what it keeps between
+/// requests so that a request allocates nothing for them: the buffer its request heads are
+/// written into, the response header offsets, and its deadline timer.
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    head: Vec<u8>,
+    fields: Vec<(HeaderName, std::ops::Range<usize>)>,
+    timer: Option<Timer>,
 }
+
+/// A request deadline. Kept with its connection and moved to each new deadline, which
+/// tokio does with one atomic operation while the deadline only moves later, instead of
+/// registering and removing a timer for every request.
+type Timer = Pin<Box<tokio::time::Sleep>>;
 
 // === impl Pool ===
 
@@ -147,23 +159,55 @@ impl Pool {
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            head: Vec::with_capacity(512),
+            fields: Vec::new(),
+            timer: None,
         })
     }
 
     /// Sends `req` (its URI's path and query; its headers as given, `Host` included) and
-    /// returns the response once its head has arrived. The body streams from the socket.
+    /// returns the response once its head has arrived, or [`ClientError::Timeout`] if that
+    /// takes until `deadline`. The body streams from the socket.
     pub async fn send(
         self: &Arc<Self>,
         req: &mut Request<RequestBody>,
         connect_timeout: Duration,
+        deadline: Instant,
     ) -> Result<Response<UpstreamBody>, ClientError> {
-        let has_body = !req.body().is_end_stream();
-        let (head, chunked) = encode_head(req, req.body().size_hint().exact(), has_body);
-        let head_only = req.method() == Method::HEAD;
-        let body = req.body_mut();
-        if !has_body {
-            if let Some(conn) = self.checkout() {
-                match self.exchange(conn, &head, None, head_only).await {
+        let mut idle = self.checkout();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let mut timer = match idle.as_mut().and_then(|c| c.timer.take()) {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let sent = tokio::select! {
+            biased;
+            sent = self.send_on(idle, req, connect_timeout) => sent,
+            () = timer.as_mut() => Err(ClientError::Timeout),
+        };
+        sent.map(|mut res| {
+            let body = res.body_mut();
+            if let Some(conn) = &mut body.conn {
+                conn.timer = Some(timer);
+            }
+            body.finish_if_done();
+            res
+        })
+    }
+
+    /// [`send`](Self::send) on `idle` if there is one, else on a new connection.
+    async fn send_on(
+        self: &Arc<Self>,
+        idle: Option<Conn>,
+        req: &mut Request<RequestBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, ClientError> {
+        if req.body().is_end_stream() {
+            if let Some(conn) = idle {
+                match self.exchange(conn, req).await {
                     Ok(res) => return Ok(res),
                     // The backend closed the idle connection: once more on a new one.
                     Err(Attempt::Retryable(_)) => {}
@@ -171,32 +215,29 @@ impl Pool {
                 }
             }
             let conn = self.connect(connect_timeout).await?;
-            return self
-                .exchange(conn, &head, None, head_only)
-                .await
-                .map_err(Attempt::into_error);
+            return self.exchange(conn, req).await.map_err(Attempt::into_error);
         }
         // A body cannot be replayed: no retry, but only live-looking pooled connections.
-        let conn = match self.checkout() {
+        let conn = match idle {
             Some(conn) => conn,
             None => self.connect(connect_timeout).await?,
         };
-        self.exchange(conn, &head, Some((body, chunked)), head_only)
-            .await
-            .map_err(Attempt::into_error)
+        self.exchange(conn, req).await.map_err(Attempt::into_error)
     }
 
     async fn exchange(
         self: &Arc<Self>,
         mut conn: Conn,
-        head: &[u8],
-        body: Option<(&mut RequestBody, bool)>,
-        head_only: bool,
+        req: &mut Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, Attempt> {
+        let head_only = req.method() == Method::HEAD;
+        let has_body = !req.body().is_end_stream();
+        let length = req.body().size_hint().exact();
+        let chunked = encode_head(&mut conn.head, req, length, has_body);
         let written = async {
-            conn.stream.write_all(head).await?;
-            if let Some((body, chunked)) = body {
-                write_body(&mut conn.stream, body, chunked).await?;
+            conn.stream.write_all(&conn.head).await?;
+            if has_body {
+                write_body(&mut conn.stream, req.body_mut(), chunked).await?;
             }
             Ok::<(), ClientError>(())
         }
@@ -223,14 +264,14 @@ impl Pool {
             Framing::Chunked => (State::ChunkSize, None),
             Framing::UntilClose => (State::UntilClose, None),
         };
-        let mut body = UpstreamBody {
+        // Not checked in yet when already complete: `send` first gives it back its timer.
+        let body = UpstreamBody {
             reusable: keep_alive && !matches!(state, State::UntilClose),
             conn: Some(conn),
             state,
             pool: self.clone(),
             size,
         };
-        body.finish_if_done();
         Ok(response.map(|()| body))
     }
 }
@@ -252,11 +293,17 @@ impl Attempt {
 
 // === requests ===
 
-/// Request line and headers, and whether the body goes chunked (a body of unknown length).
-/// A client's `Expect` is dropped: the gateway already answered it.
-fn encode_head<B>(req: &Request<B>, length: Option<u64>, has_body: bool) -> (Vec<u8>, bool) {
+/// Writes the request line and headers into `out`; returns whether the body goes chunked
+/// (a body of unknown length). A client's `Expect` is dropped: the gateway already
+/// answered it.
+fn encode_head<B>(
+    out: &mut Vec<u8>,
+    req: &Request<B>,
+    length: Option<u64>,
+    has_body: bool,
+) -> bool {
     let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-    let mut out = Vec::with_capacity(256 + headers.len() * 32);
+    out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
@@ -286,7 +333,7 @@ fn encode_head<B>(req: &Request<B>, length: Option<u64>, has_body: bool) -> (Vec
         }
     }
     out.extend_from_slice(b"\r\n");
-    (out, chunked)
+    chunked
 }
 
 async fn write_body(
@@ -339,17 +386,20 @@ async fn read_head(
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut res = httparse::Response::new(&mut headers);
             match res.parse(&conn.buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    Some(build_response(&res, len, conn.buf.as_ptr() as usize))
-                }
+                Ok(httparse::Status::Complete(len)) => Some(build_response(
+                    &res,
+                    len,
+                    conn.buf.as_ptr() as usize,
+                    &mut conn.fields,
+                )),
                 Ok(httparse::Status::Partial) => None,
                 Err(e) => return Err((ClientError::Protocol(e.to_string()), false)),
             }
         };
         match parsed {
-            Some(Ok((len, response, keep_alive))) => {
+            Some(Ok((len, status, keep_alive))) => {
                 let head = conn.buf.split_to(len).freeze();
-                let response = response_from(head, response);
+                let response = response_from(head, status, &mut conn.fields);
                 let status = response.status();
                 if status.is_informational() {
                     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -386,25 +436,22 @@ async fn read_head(
     }
 }
 
-/// A parsed head: its length, the status and each header's name and value offsets within
-/// the head, and whether the connection may be kept alive.
-type Parsed = (
-    usize,
-    (u16, Vec<(HeaderName, std::ops::Range<usize>)>),
-    bool,
-);
+/// A parsed head: its length, its status, and whether the connection may be kept alive.
+type Parsed = (usize, u16, bool);
 
-/// `base` is the address of the parsed buffer's first byte: httparse hands out slices of
-/// it, and their offsets let the values share the buffer once it is frozen.
+/// Puts each header's name and value offsets within the head into `headers`. `base` is the
+/// address of the parsed buffer's first byte: httparse hands out slices of it, and their
+/// offsets let the values share the buffer once it is frozen.
 fn build_response(
     res: &httparse::Response<'_, '_>,
     len: usize,
     base: usize,
+    headers: &mut Vec<(HeaderName, std::ops::Range<usize>)>,
 ) -> Result<Parsed, ClientError> {
     let status = res
         .code
         .ok_or_else(|| ClientError::Protocol("no status".into()))?;
-    let mut headers = Vec::with_capacity(res.headers.len());
+    headers.clear();
     let mut keep_alive = res.version == Some(1);
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -420,20 +467,22 @@ fn build_response(
         let start = (h.value.as_ptr() as usize).wrapping_sub(base);
         headers.push((name, start..start + h.value.len()));
     }
-    Ok((len, (status, headers), keep_alive))
+    Ok((len, status, keep_alive))
 }
 
-/// Builds the response, with header values sharing the head's bytes (no copies).
+/// Builds the response from the offsets in `headers` (emptied), with header values sharing
+/// the head's bytes (no copies).
 fn response_from(
     head: Bytes,
-    (status, headers): (u16, Vec<(HeaderName, std::ops::Range<usize>)>),
+    status: u16,
+    headers: &mut Vec<(HeaderName, std::ops::Range<usize>)>,
 ) -> Response<()> {
     let mut res = Response::new(());
     *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let map = res.headers_mut();
     // Room for what the gateway adds on the way back (request ID, rate-limit headers).
     map.reserve(headers.len() + 3);
-    for (name, range) in headers {
+    for (name, range) in headers.drain(..) {
         if range.start > range.end || range.end > head.len() {
             continue;
         }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -92,13 +92,18 @@ async fn body(res: Response<UpstreamBody>) -> Bytes {
 
 const T: Duration = Duration::from_secs(5);
 
+/// A request deadline far enough away not to matter.
+fn soon() -> Instant {
+    Instant::now() + T
+}
+
 #[tokio::test]
 async fn content_length_responses_reuse_the_connection() {
     let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test: yes\r\n\r\nhello";
     let (port, accepted, received) = scripted(vec![ok, ok, ok], 1000).await;
     let p = pool(port);
     for _ in 0..3 {
-        let res = p.send(&mut get("/a?b=1"), T).await.unwrap();
+        let res = p.send(&mut get("/a?b=1"), T, soon()).await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["x-test"], "yes");
         assert_eq!(res.body().size_hint().exact(), Some(5));
@@ -123,7 +128,12 @@ async fn idle_connections_expire_after_the_idle_timeout_on_the_coarse_clock() {
     let (port, accepted, _) = scripted(vec![ok, ok, ok], 1000).await;
     let clock = Arc::new(CoarseClock::new());
     let p = Pool::new("127.0.0.1", port, 8, Duration::from_secs(10), clock.clone());
-    let get_ok = async || assert_eq!(body(p.send(&mut get("/"), T).await.unwrap()).await, "ok");
+    let get_ok = async || {
+        assert_eq!(
+            body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
+            "ok"
+        )
+    };
     get_ok().await;
     clock.advance(Duration::from_secs(9));
     get_ok().await;
@@ -134,12 +144,53 @@ async fn idle_connections_expire_after_the_idle_timeout_on_the_coarse_clock() {
 }
 
 #[tokio::test]
+async fn a_backend_that_does_not_answer_times_out_at_the_deadline_never_before() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and reads, never answers.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let p = pool(port);
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(100);
+    let err = p.send(&mut get("/"), T, deadline).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout), "{err}");
+    assert!(err.is_timeout());
+    assert!(Instant::now() >= deadline, "not before the deadline");
+}
+
+#[tokio::test]
+async fn a_kept_timer_whose_deadline_passed_while_idle_serves_the_next_request() {
+    let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (port, accepted, _) = scripted(vec![ok, ok], 1000).await;
+    let p = pool(port);
+    let short = Instant::now() + Duration::from_millis(50);
+    assert_eq!(
+        body(p.send(&mut get("/"), T, short).await.unwrap()).await,
+        "ok"
+    );
+    // The connection idles in the pool, its timer firing at the old deadline.
+    tokio::time::sleep_until((short + Duration::from_millis(50)).into()).await;
+    let res = p.send(&mut get("/"), T, soon()).await;
+    assert_eq!(body(res.unwrap()).await, "ok");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "same connection, new deadline"
+    );
+}
+
+#[tokio::test]
 async fn chunked_responses_arrive_in_pieces_and_trailers_are_dropped() {
     let answer: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
     let (port, accepted, _) = scripted(vec![answer, answer], 3).await;
     let p = pool(port);
     for _ in 0..2 {
-        let res = p.send(&mut get("/"), T).await.unwrap();
+        let res = p.send(&mut get("/"), T, soon()).await.unwrap();
         assert_eq!(body(res).await, "hello world");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -151,12 +202,12 @@ async fn a_body_until_close_is_read_to_the_end_and_the_connection_dropped() {
     let (port, accepted, _) = scripted(vec![answer], 1000).await;
     let p = pool(port);
     assert_eq!(
-        body(p.send(&mut get("/"), T).await.unwrap()).await,
+        body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
         "until close"
     );
     assert_eq!(p.idle_count(), 0);
     assert_eq!(
-        body(p.send(&mut get("/"), T).await.unwrap()).await,
+        body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
         "until close"
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -171,12 +222,18 @@ async fn head_204_and_304_have_no_body() {
     let p = pool(port);
     let mut req = get("/");
     *req.method_mut() = Method::HEAD;
-    let res = p.send(&mut req, T).await.unwrap();
+    let res = p.send(&mut req, T, soon()).await.unwrap();
     assert_eq!(res.headers()["content-length"], "100");
     assert!(res.body().is_end_stream());
     assert_eq!(body(res).await, "");
-    assert_eq!(p.send(&mut get("/"), T).await.unwrap().status(), 204);
-    assert_eq!(p.send(&mut get("/"), T).await.unwrap().status(), 304);
+    assert_eq!(
+        p.send(&mut get("/"), T, soon()).await.unwrap().status(),
+        204
+    );
+    assert_eq!(
+        p.send(&mut get("/"), T, soon()).await.unwrap().status(),
+        304
+    );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
@@ -184,7 +241,7 @@ async fn head_204_and_304_have_no_body() {
 async fn interim_responses_are_skipped() {
     let answer: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
     let (port, _, _) = scripted(vec![answer], 7).await;
-    let res = pool(port).send(&mut get("/"), T).await.unwrap();
+    let res = pool(port).send(&mut get("/"), T, soon()).await.unwrap();
     assert_eq!(res.status(), 201);
     assert!(
         res.headers().get("link").is_none(),
@@ -200,7 +257,10 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced() {
     let (port, accepted, _) = scripted(vec![ok], 1000).await;
     let p = pool(port);
     for _ in 0..3 {
-        assert_eq!(body(p.send(&mut get("/"), T).await.unwrap()).await, "ok");
+        assert_eq!(
+            body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
+            "ok"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -218,7 +278,7 @@ async fn request_bodies_are_sent_with_their_length_or_chunked() {
         http::header::EXPECT,
         HeaderValue::from_static("100-continue"),
     );
-    p.send(&mut req, T).await.unwrap();
+    p.send(&mut req, T, soon()).await.unwrap();
     let sent = String::from_utf8(received.lock().unwrap().clone()).unwrap();
     assert!(sent.contains("content-length: 5\r\n"), "{sent:?}");
     assert!(
@@ -237,7 +297,7 @@ async fn bad_responses_are_errors() {
     ];
     for answer in cases {
         let (port, _, _) = scripted(vec![answer], 1000).await;
-        let err = pool(port).send(&mut get("/"), T).await.unwrap_err();
+        let err = pool(port).send(&mut get("/"), T, soon()).await.unwrap_err();
         assert!(matches!(err, ClientError::Protocol(_)), "{answer:?}: {err}");
     }
 }
@@ -247,7 +307,7 @@ async fn a_body_cut_short_is_an_error_and_the_connection_is_not_reused() {
     let short: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf";
     let (port, _, _) = scripted(vec![short], 1000).await;
     let p = pool(port);
-    let res = p.send(&mut get("/"), T).await.unwrap();
+    let res = p.send(&mut get("/"), T, soon()).await.unwrap();
     assert!(res.into_body().collect().await.is_err());
     assert_eq!(p.idle_count(), 0);
 }
@@ -257,7 +317,7 @@ async fn a_body_dropped_half_read_closes_the_connection() {
     let slow: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n";
     let (port, _, _) = scripted(vec![slow], 1000).await;
     let p = pool(port);
-    let res = p.send(&mut get("/"), T).await.unwrap();
+    let res = p.send(&mut get("/"), T, soon()).await.unwrap();
     drop(res);
     assert_eq!(p.idle_count(), 0);
 }
@@ -268,7 +328,7 @@ async fn connecting_to_nothing_fails_cleanly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = pool(port).send(&mut get("/"), T).await.unwrap_err();
+    let err = pool(port).send(&mut get("/"), T, soon()).await.unwrap_err();
     assert!(matches!(err, ClientError::Connect(_)), "{err}");
 }
 
