@@ -53,12 +53,7 @@ pub async fn forward(
     let now = gw.clock.instant();
     let label = &*backend.label;
     // Keyed by status code; 1000 and 1001 stand for `error` and `timeout`.
-    let count = |status: &str| {
-        let key = match status {
-            "error" => 1000,
-            "timeout" => 1001,
-            code => code.parse().unwrap_or(0),
-        };
+    let count = |key: u32, status: &str| {
         backend.requests.inc(key, || {
             gw.metrics
                 .upstream_requests
@@ -68,7 +63,7 @@ pub async fn forward(
     let (res, success): (Response<Body>, bool) = match outcome {
         Ok(mut res) => {
             let status = res.status();
-            count(status.as_str());
+            count(status.as_u16().into(), status.as_str());
             headers::strip_hop_by_hop(res.headers_mut());
             (res.map(Body::Upstream), !status.is_server_error())
         }
@@ -79,7 +74,11 @@ pub async fn forward(
         }
         Err(e) => {
             let timed_out = e.is_timeout();
-            count(if timed_out { "timeout" } else { "error" });
+            if timed_out {
+                count(1001, "timeout");
+            } else {
+                count(1000, "error");
+            }
             tracing::debug!(backend = label, error = %e, "backend request failed");
             let err = if timed_out {
                 GatewayError::BackendTimeout

@@ -72,7 +72,7 @@ pub struct Pool {
     host: String,
     port: u16,
     /// Each with the coarse clock's milliseconds when it went idle.
-    idle: Mutex<Vec<(Conn, u64)>>,
+    idle: Mutex<Vec<(Box<Conn>, u64)>>,
     max_idle: usize,
     idle_timeout_ms: u64,
     clock: Arc<CoarseClock>,
@@ -122,12 +122,12 @@ impl Pool {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Conn, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Box<Conn>, u64)>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A live idle connection, if there is one.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let now = self.clock.now_ms();
         let mut idle = self.lock();
         while let Some((mut conn, since)) = idle.pop() {
@@ -138,7 +138,7 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, conn: Conn) {
+    fn checkin(&self, conn: Box<Conn>) {
         if !conn.buf.is_empty() {
             return; // bytes after the response: the connection is out of step, drop it
         }
@@ -149,20 +149,20 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Conn, ClientError> {
+    async fn connect(&self, timeout: Duration) -> Result<Box<Conn>, ClientError> {
         let connect = TcpStream::connect((self.host.as_str(), self.port));
         let stream = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| ClientError::ConnectTimeout)?
             .map_err(ClientError::Connect)?;
         let _ = stream.set_nodelay(true);
-        Ok(Conn {
+        Ok(Box::new(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
             head: Vec::with_capacity(512),
             fields: Vec::new(),
             timer: None,
-        })
+        }))
     }
 
     /// Sends `req` (its URI's path and query; its headers as given, `Host` included) and
@@ -201,7 +201,7 @@ impl Pool {
     /// [`send`](Self::send) on `idle` if there is one, else on a new connection.
     async fn send_on(
         self: &Arc<Self>,
-        idle: Option<Conn>,
+        idle: Option<Box<Conn>>,
         req: &mut Request<RequestBody>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, ClientError> {
@@ -227,7 +227,7 @@ impl Pool {
 
     async fn exchange(
         self: &Arc<Self>,
-        mut conn: Conn,
+        mut conn: Box<Conn>,
         req: &mut Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, Attempt> {
         let head_only = req.method() == Method::HEAD;
@@ -545,7 +545,9 @@ impl Conn {
 /// A response body read from the backend's socket as the client takes it. Read to the
 /// end, it puts the connection back in the pool; dropped early, it closes it.
 pub struct UpstreamBody {
-    conn: Option<Conn>,
+    /// Boxed: the response moves through every step on the way back, and a boxed
+    /// connection keeps it small to move.
+    conn: Option<Box<Conn>>,
     state: State,
     reusable: bool,
     pool: Arc<Pool>,

@@ -232,12 +232,8 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
                 }
                 close |= contains_token(value, b"close");
             }
-            if !value
-                .iter()
-                .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
-            {
-                return Parsed::HandOff;
-            }
+            // httparse admits in a value exactly the bytes a HeaderValue does (checked
+            // again below).
             fields.push((name, at(value)));
         }
         (len, method, at(path.as_bytes()))
@@ -249,13 +245,16 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
     }
 
     let head = buf.split_to(len).freeze();
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(path)) else {
-        // Put the head back in front of what follows, for hyper to answer.
+    // Puts the head back in front of what follows, for hyper to answer.
+    let hand_back = |buf: &mut BytesMut| {
         let mut whole = BytesMut::with_capacity(head.len() + buf.len());
         whole.extend_from_slice(&head);
         whole.extend_from_slice(buf);
         *buf = whole;
-        return Parsed::HandOff;
+        Parsed::HandOff
+    };
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path)) else {
+        return hand_back(buf);
     };
     let head_only = method == Method::HEAD;
     let mut req = Request::new(RequestBody::bytes(Bytes::new()));
@@ -266,9 +265,10 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
     // Room for what the request path adds (request ID, Host, X-Forwarded-*).
     headers.reserve(fields.len() + 5);
     for (name, range) in fields.drain(..) {
-        if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
-            headers.append(name, value);
-        }
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) else {
+            return hand_back(buf);
+        };
+        headers.append(name, value);
     }
     Parsed::Request(Head {
         req,

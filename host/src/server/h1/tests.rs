@@ -48,7 +48,7 @@ fn an_incomplete_head_waits_for_more() {
 
 #[test]
 fn everything_else_goes_to_hyper_with_every_byte() {
-    let cases: [&[u8]; 9] = [
+    let cases: [&[u8]; 11] = [
         b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET / HTTP/1.0\r\n\r\n",
@@ -58,6 +58,9 @@ fn everything_else_goes_to_hyper_with_every_byte() {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
         b"GET /<bad> HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        // Control bytes in a header value.
+        b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: a\x01b\r\n\r\n",
     ];
     for case in cases {
         let (p, rest) = parsed(case);
