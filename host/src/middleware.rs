@@ -29,11 +29,14 @@ use observe::{ObservedBody, Pending};
 pub type Req = Request<RequestBody>;
 
 /// Who is on the other end of the connection, given by the server with every request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub peer: SocketAddr,
     /// The client's address: the peer, or what a trusted proxy says in `X-Forwarded-For`.
     pub ip: IpAddr,
+    /// The peer's address as text for `X-Forwarded-For` ([`crate::proxy::headers::peer_text`]),
+    /// made once per connection.
+    pub peer_text: http::HeaderValue,
 }
 
 /// Runs the request path for one request.

@@ -107,10 +107,16 @@ async fn serve_with_hyper(
     builder: &auto::Builder<TokioExecutor>,
 ) {
     let gw = shared.gw.clone();
+    let peer_text = crate::proxy::headers::peer_text(peer);
     let svc = service_fn(move |req: http::Request<Incoming>| {
         let ip = client_ip(peer, req.headers(), &gw.trusted_proxies);
         let req = req.map(RequestBody::new);
-        let res = middleware::handle(gw.clone(), ClientInfo { peer, ip }, req);
+        let client = ClientInfo {
+            peer,
+            ip,
+            peer_text: peer_text.clone(),
+        };
+        let res = middleware::handle(gw.clone(), client, req);
         async move { Ok::<_, Infallible>(res.await) }
     });
     let conn = builder.serve_connection(io, svc);

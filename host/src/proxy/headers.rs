@@ -77,42 +77,41 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
         .unwrap_or(peer_ip)
 }
 
+/// The peer's address as an `X-Forwarded-For` entry, made once per connection.
+pub fn peer_text(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`.
 /// Proto and host sent by a trusted proxy are kept; anyone else's are replaced.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: SocketAddr,
+    peer_text: &HeaderValue,
     host: Option<&HeaderValue>,
     peer_trusted: bool,
 ) {
     // One lookup per header (an entry, or a plain insert when nothing is kept): this runs
     // for every proxied request.
-    let peer_text = |prev: Option<&HeaderValue>| {
-        let mut ip = String::with_capacity(0);
-        let mut ip_buf = [0u8; 45];
-        let ip_text = ip_text(peer.ip().to_canonical(), &mut ip_buf, &mut ip);
-        let prev = prev
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| !p.trim().is_empty());
-        // Sized exactly, so the buffer becomes the header value without another allocation.
-        let mut xff = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + ip_text.len());
-        if let Some(prev) = prev {
-            xff.extend_from_slice(prev.as_bytes());
-            xff.extend_from_slice(b", ");
-        }
-        xff.extend_from_slice(ip_text.as_bytes());
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
-    };
     match headers.entry(X_FORWARDED_FOR) {
         Entry::Occupied(mut e) => {
-            if let Some(v) = peer_text(Some(e.get())) {
-                e.insert(v);
-            }
+            let appended = e
+                .get()
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|prev| !prev.is_empty())
+                .and_then(|prev| {
+                    let mut xff = Vec::with_capacity(prev.len() + 2 + peer_text.len());
+                    xff.extend_from_slice(prev.as_bytes());
+                    xff.extend_from_slice(b", ");
+                    xff.extend_from_slice(peer_text.as_bytes());
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
+                });
+            e.insert(appended.unwrap_or_else(|| peer_text.clone()));
         }
         Entry::Vacant(e) => {
-            if let Some(v) = peer_text(None) {
-                e.insert(v);
-            }
+            e.insert(peer_text.clone());
         }
     }
     let proto = HeaderValue::from_static("http");
@@ -131,32 +130,6 @@ pub fn set_forwarded(
         }
         (false, None) => {
             headers.remove(&X_FORWARDED_HOST);
-        }
-    }
-}
-
-/// The address in its usual text form: IPv4 printed into `buf` without the formatting
-/// machinery (this runs once per request), IPv6 through `Display` into `spill`.
-fn ip_text<'a>(ip: IpAddr, buf: &'a mut [u8; 45], spill: &'a mut String) -> &'a str {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                let d = digits.format(octet).as_bytes();
-                buf[len..len + d.len()].copy_from_slice(d);
-                len += d.len();
-            }
-            std::str::from_utf8(&buf[..len]).unwrap_or_default()
-        }
-        IpAddr::V6(v6) => {
-            use std::fmt::Write as _;
-            let _ = write!(spill, "{v6}");
-            spill.as_str()
         }
     }
 }
@@ -214,23 +187,20 @@ mod tests {
     }
 
     #[test]
-    fn addresses_print_as_std_prints_them() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.200.3.255",
-            "::1",
-            "2001:db8::8a2e:370:7334",
+    fn peers_print_as_their_canonical_address() {
+        for (peer, text) in [
+            ("127.0.0.1:1", "127.0.0.1"),
+            ("[::1]:1", "::1"),
+            ("[::ffff:10.0.0.1]:1", "10.0.0.1"),
+            ("[2001:db8::8a2e:370:7334]:1", "2001:db8::8a2e:370:7334"),
         ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            let (mut buf, mut spill) = ([0u8; 45], String::new());
-            assert_eq!(ip_text(ip, &mut buf, &mut spill), ip.to_string());
+            assert_eq!(peer_text(peer.parse().unwrap()), text);
         }
     }
 
     #[test]
     fn forwarded_headers_append_and_replace() {
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let peer = &peer_text("127.0.0.1:5000".parse().unwrap());
         let host = HeaderValue::from_static("api.example.com");
         let mut h = map(&[
             ("x-forwarded-for", "1.2.3.4"),
@@ -246,7 +216,16 @@ mod tests {
 
         let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "edge")]);
         set_forwarded(&mut h, peer, Some(&host), true);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "edge");
+
+        let mut h = map(&[("x-forwarded-for", " ")]);
+        set_forwarded(&mut h, peer, None, false);
+        assert_eq!(
+            h["x-forwarded-for"], "127.0.0.1",
+            "an empty list is replaced"
+        );
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

@@ -83,6 +83,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
     let mut waiting_since = shared.clock.now_ms();
     let idle = tokio::time::sleep(shared.keepalive);
     tokio::pin!(idle);
+    let peer_text = crate::proxy::headers::peer_text(peer);
     let stopped = shared.stop.cancelled();
     tokio::pin!(stopped);
 
@@ -131,7 +132,12 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
             close,
         } = head;
         let ip = client_ip(peer, req.headers(), &shared.gw.trusted_proxies);
-        let pending = middleware::handle(shared.gw.clone(), ClientInfo { peer, ip }, req);
+        let client = ClientInfo {
+            peer,
+            ip,
+            peer_text: peer_text.clone(),
+        };
+        let pending = middleware::handle(shared.gw.clone(), client, req);
         tokio::pin!(pending);
         // While the response is pending, watch the client: end of stream means it went
         // away (the request is dropped, as hyper does); other bytes are a pipelined
