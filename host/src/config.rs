@@ -358,6 +358,9 @@ impl Config {
         if an.queue_size == 0 {
             return err("analytics.queue_size", "must be at least 1");
         }
+        if an.drain_interval.is_zero() {
+            return err("analytics.drain_interval", "must be more than 0");
+        }
         if !(an.anomaly.z_threshold.is_finite() && an.anomaly.z_threshold > 0.0) {
             return err("analytics.anomaly.z_threshold", "must be a positive number");
         }

@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use analytics::analyzer::Analyzer;
-use analytics::recorder::{self, now_ms};
+use analytics::recorder::{self, Every, now_ms};
 use analytics::sqlite::{self, SqliteError, SqlitePersist};
 use analytics::store::{MemoryStore, Persist, StoreSettings, TrafficStore};
 use config::{Config, StoreKind};
@@ -120,7 +120,10 @@ pub async fn start_with_sink(
         background.spawn(recorder::drain(
             queue,
             store.clone(),
-            an.bucket_interval,
+            Every {
+                drain: an.drain_interval,
+                maintain: an.bucket_interval,
+            },
             background_stopped.clone(),
         ));
         analytics = Some(store);

@@ -126,6 +126,9 @@ fn cross_checks() {
     let e = error_of(&GOOD.replace("consecutive_failures: 3", "error_rate: 1.5"));
     assert_eq!(e.key, "circuit_breaker.error_rate");
     assert_eq!(e.line, 17);
+    let e = error_of(&format!("{GOOD}analytics:\n  drain_interval: 0s\n"));
+    assert_eq!(e.key, "analytics.drain_interval");
+    assert_eq!(e.line, 20);
 }
 
 #[test]

@@ -342,6 +342,9 @@ pub struct AnalyticsConfig {
     /// Events waiting for the store; when full, new events are dropped and counted.
     #[serde(default = "defaults::queue_size")]
     pub queue_size: usize,
+    /// How often the recorder moves the queued events into the store.
+    #[serde(default = "defaults::drain_interval", with = "duration")]
+    pub drain_interval: Duration,
     /// Most distinct unconfigured routes tracked; the rest share the `{other}` route.
     #[serde(default = "defaults::max_routes")]
     pub max_routes: usize,
@@ -491,6 +494,7 @@ impl Default for AnalyticsConfig {
             analyzer_interval: defaults::analyzer_interval(),
             window: defaults::analysis_window(),
             queue_size: defaults::queue_size(),
+            drain_interval: defaults::drain_interval(),
             max_routes: defaults::max_routes(),
             anomaly: AnomalyConfig::default(),
         }
@@ -620,6 +624,9 @@ mod defaults {
     }
     pub fn queue_size() -> usize {
         65536
+    }
+    pub fn drain_interval() -> Duration {
+        Duration::from_millis(10)
     }
     pub fn max_routes() -> usize {
         1000
