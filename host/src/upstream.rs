@@ -58,11 +58,13 @@ impl Backend {
         url: BackendUrl,
         breaker: BreakerConfig,
         proxy: &ProxyConfig,
-        routes: Vec<usize>,
+        mut routes: Vec<usize>,
         state_gauge: IntGauge,
         clock: Arc<CoarseClock>,
     ) -> Self {
         state_gauge.set(BreakerState::Closed as i64);
+        routes.sort_unstable();
+        routes.dedup();
         let pool = Pool::new(
             url.authority.host(),
             url.authority.port_u16().unwrap_or(80),
@@ -82,9 +84,10 @@ impl Backend {
         }
     }
 
-    /// The breaker slot of a route, if the route uses this backend.
+    /// The breaker slot of a route, if the route uses this backend. A binary search: this
+    /// runs for every request, and a backend may serve a thousand routes.
     pub fn slot_of(&self, route: usize) -> Option<usize> {
-        self.routes.iter().position(|r| *r == route)
+        self.routes.binary_search(&route).ok()
     }
 
     fn on_transition(&self, transition: Option<Transition>) {
@@ -146,5 +149,28 @@ impl Drop for Attempt {
         if !self.finished {
             self.backend.breaker.release(self.permit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routes_breaker_slot_is_its_place_among_the_backends_routes() {
+        let backend = Backend::new(
+            0,
+            "http://127.0.0.1:1".parse().unwrap(),
+            BreakerConfig::default(),
+            &ProxyConfig::default(),
+            vec![700, 3, 41, 3],
+            IntGauge::new("g", "g").unwrap(),
+            Arc::new(CoarseClock::new()),
+        );
+        assert_eq!(backend.routes, [3, 41, 700]);
+        assert_eq!(backend.slot_of(3), Some(0));
+        assert_eq!(backend.slot_of(41), Some(1));
+        assert_eq!(backend.slot_of(700), Some(2));
+        assert_eq!(backend.slot_of(42), None);
     }
 }
