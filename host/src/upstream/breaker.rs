@@ -209,15 +209,19 @@ impl Breaker {
             }
             (Phase::Closed, _) => {
                 inner.window.add(success, now);
-                let route = slot.and_then(|i| {
-                    let w = inner.route_windows.get_mut(i)?;
-                    w.add(success, now);
-                    Some((i, w.totals()))
+                let slot = slot.filter(|i| {
+                    inner
+                        .route_windows
+                        .get_mut(*i)
+                        .map(|w| w.add(success, now))
+                        .is_some()
                 });
                 if success {
                     inner.consecutive_failures = 0;
                     return None;
                 }
+                // Totals only when something failed: a success cannot trip the breaker.
+                let route = slot.and_then(|i| Some((i, inner.route_windows.get(i)?.totals())));
                 inner.consecutive_failures += 1;
                 let min = u64::from(s.min_requests.max(1));
                 let over = |(total, failures): (u64, u64), threshold: f64| {
