@@ -166,17 +166,22 @@ mod tests {
         assert!(rx.try_recv().is_err());
     }
 
-    #[tokio::test]
-    async fn the_drain_task_files_events_and_flushes_on_stop() {
-        let store: Arc<dyn TrafficStore> = Arc::new(MemoryStore::new(
+    /// An in-memory store with buckets `interval_ms` wide.
+    fn memory_store(interval_ms: UnixMs) -> Arc<dyn TrafficStore> {
+        Arc::new(MemoryStore::new(
             StoreSettings {
-                interval_ms: 1000,
+                interval_ms,
                 retention_ms: 3_600_000,
                 rollup_after_ms: 3_600_000,
                 rollup_interval_ms: 60_000,
             },
             None,
-        ));
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_drain_task_files_events_and_flushes_on_stop() {
+        let store = memory_store(1000);
         let (rec, rx) = recorder(100, IntCounter::new("d", "d").unwrap());
         let (stop_tx, stop_rx) = watch::channel(false);
         let every = Every {
@@ -222,15 +227,7 @@ mod tests {
                 maintain: Duration::from_millis(20),
             },
         ] {
-            let store: Arc<dyn TrafficStore> = Arc::new(MemoryStore::new(
-                StoreSettings {
-                    interval_ms: 60_000,
-                    retention_ms: 3_600_000,
-                    rollup_after_ms: 3_600_000,
-                    rollup_interval_ms: 60_000,
-                },
-                None,
-            ));
+            let store = memory_store(60_000);
             let (rec, rx) = recorder(100, IntCounter::new("d", "d").unwrap());
             let (_stop_tx, stop_rx) = watch::channel(false);
             let task = tokio::spawn(drain(rx, store.clone(), every, stop_rx));
