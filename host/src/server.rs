@@ -40,7 +40,6 @@ pub async fn serve(
 ) {
     let shared = Arc::new(Shared {
         keepalive,
-        clock: gw.clock.clone(),
         gw,
         stop: CancellationToken::new(),
         stopping: AtomicBool::new(false),
@@ -53,7 +52,7 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let ticker = shared.clock.spawn_ticker();
+    let ticker = shared.gw.clock.spawn_ticker();
     // Each connection task holds a sender; when all are gone, draining is over.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
 

@@ -55,8 +55,6 @@ pub struct Shared {
     pub gw: Arc<Gateway>,
     /// How long a connection may wait for the next request head.
     pub keepalive: Duration,
-    /// Idle timeouts and `Date` headers read this instead of the system clocks.
-    pub clock: Arc<CoarseClock>,
     /// Cancelled when the gateway shuts down.
     pub stop: CancellationToken,
     /// The same, as one atomic load per request (the token's check takes a lock).
@@ -80,7 +78,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
     // One timer per connection, re-armed only when it fires: each request just notes
     // (on the coarse clock) when the wait for the next one began.
     let keepalive_ms = shared.keepalive.as_millis() as u64;
-    let mut waiting_since = shared.clock.now_ms();
+    let mut waiting_since = shared.gw.clock.now_ms();
     let idle = tokio::time::sleep(shared.keepalive);
     tokio::pin!(idle);
     let peer_text = crate::proxy::headers::peer_text(peer);
@@ -113,7 +111,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
                         Ok(_) => continue,
                     },
                     () = &mut idle => {
-                        let waited = shared.clock.now_ms().saturating_sub(waiting_since);
+                        let waited = shared.gw.clock.now_ms().saturating_sub(waiting_since);
                         if waited >= keepalive_ms {
                             return End::Closed;
                         }
@@ -162,8 +160,17 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
             }
         };
         let close = close || shared.stopping.load(Ordering::Relaxed);
-        match write_response(&mut stream, &mut out, res, head_only, close, &shared.clock).await {
-            Ok(true) => waiting_since = shared.clock.now_ms(),
+        match write_response(
+            &mut stream,
+            &mut out,
+            res,
+            head_only,
+            close,
+            &shared.gw.clock,
+        )
+        .await
+        {
+            Ok(true) => waiting_since = shared.gw.clock.now_ms(),
             Ok(false) | Err(_) => return End::Closed,
         }
     }
