@@ -143,11 +143,13 @@ impl AnomalyLog {
             self.announce_start(key, &a);
             self.active.insert(entry_key, a);
         }
-        let over: Vec<(SeriesKey, Metric)> = self
-            .active
-            .keys()
-            .filter(|(k, m)| k == key && !findings.iter().any(|f| f.metric == *m))
-            .cloned()
+        // One lookup per metric, not a scan of every ongoing anomaly: this runs for every
+        // series on every tick.
+        let over: Vec<(SeriesKey, Metric)> = Metric::ALL
+            .into_iter()
+            .filter(|m| !findings.iter().any(|f| f.metric == *m))
+            .map(|m| (key.clone(), m))
+            .filter(|k| self.active.contains_key(k))
             .collect();
         for k in over {
             let quiet_ms = self.quiet_ms;
@@ -234,10 +236,11 @@ impl AnomalyLog {
 
     /// When the earliest ongoing anomaly of a series started.
     pub fn active_since(&self, key: &SeriesKey) -> Option<UnixMs> {
-        self.active
-            .iter()
-            .filter(|((k, _), _)| k == key)
-            .map(|(_, a)| a.started_ms)
+        // One lookup per metric (see `observe`).
+        Metric::ALL
+            .into_iter()
+            .filter_map(|m| self.active.get(&(key.clone(), m)))
+            .map(|a| a.started_ms)
             .min()
     }
 
