@@ -373,10 +373,12 @@ async fn a_slow_backend_gets_504() {
 
 #[tokio::test]
 async fn a_dead_backend_gets_502_then_503_once_its_breaker_opens() {
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port bound but not listening: connecting is refused, and no other test's server
+    // can take the port while this socket holds it (a listener bound and dropped could
+    // be replaced by another test's server, which then answered 404).
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = holder.local_addr().unwrap();
     let gw = GatewayProc::start(&yaml(&format!(
         r#"
 upstreams:
@@ -395,6 +397,7 @@ circuit_breaker: {{ consecutive_failures: 2, open_duration: 1h }}
     let res = http.get(gw.url("/")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(echoed(res).await["error"], "no_healthy_backend");
+    drop(holder);
 }
 
 #[tokio::test]
