@@ -30,7 +30,7 @@ pub async fn forward(
     let Some(upstream) = &route.upstream else {
         return (GatewayError::NoRoute.into(), None);
     };
-    let Some(attempt) = upstream.pick(route.id) else {
+    let Some(attempt) = upstream.pick(route.id, gw.clock.instant()) else {
         return (GatewayError::NoHealthyBackend.into(), None);
     };
     let backend = attempt.backend.clone();

@@ -63,6 +63,7 @@ impl Backend {
         clock: Arc<CoarseClock>,
     ) -> Self {
         state_gauge.set(BreakerState::Closed as i64);
+        let now = clock.instant();
         routes.sort_unstable();
         routes.dedup();
         let pool = Pool::new(
@@ -76,7 +77,7 @@ impl Backend {
             id,
             label: url.label.as_str().into(),
             url,
-            breaker: Breaker::new(breaker, Instant::now(), routes.len()),
+            breaker: Breaker::new(breaker, now, routes.len()),
             pool,
             requests: CounterCache::default(),
             routes,
@@ -108,16 +109,12 @@ impl Backend {
 
 impl Upstream {
     /// Picks a backend for a request of `route` whose breaker admits it, or `None` when all
-    /// are open.
-    pub fn pick(&self, route: usize) -> Option<Attempt> {
-        // The clock is read only when a breaker is not closed (the common case needs none).
-        let mut now = None;
+    /// are open. `now` is the gateway's coarse clock, which the outcomes are reported on too.
+    pub fn pick(&self, route: usize, now: Instant) -> Option<Attempt> {
         self.balancer.pick(&self.backends, |backend| {
             let (permit, transition) = match backend.breaker.state() {
                 BreakerState::Closed => (Some(Permit::Normal), None),
-                _ => backend
-                    .breaker
-                    .try_acquire(*now.get_or_insert_with(Instant::now)),
+                _ => backend.breaker.try_acquire(now),
             };
             backend.on_transition(transition);
             permit.map(|permit| Attempt {

@@ -209,19 +209,16 @@ impl Breaker {
             }
             (Phase::Closed, _) => {
                 inner.window.add(success, now);
-                let slot = slot.filter(|i| {
-                    inner
-                        .route_windows
-                        .get_mut(*i)
-                        .map(|w| w.add(success, now))
-                        .is_some()
-                });
+                let slot = slot.filter(|&i| i < inner.route_windows.len());
+                if let Some(i) = slot {
+                    inner.route_windows[i].add(success, now);
+                }
                 if success {
                     inner.consecutive_failures = 0;
                     return None;
                 }
                 // Totals only when something failed: a success cannot trip the breaker.
-                let route = slot.and_then(|i| Some((i, inner.route_windows.get(i)?.totals())));
+                let route = slot.map(|i| (i, inner.route_windows[i].totals()));
                 inner.consecutive_failures += 1;
                 let min = u64::from(s.min_requests.max(1));
                 let over = |(total, failures): (u64, u64), threshold: f64| {
