@@ -15,6 +15,7 @@ pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod middleware;
+pub mod pace;
 #[allow(unsafe_code)] // wasmtime's generated bindings
 pub mod plugin;
 pub mod policy;
@@ -123,6 +124,7 @@ pub async fn start_with_sink(
             Every {
                 drain: an.drain_interval,
                 maintain: an.bucket_interval,
+                maintain_time: metrics.store_maintain.clone(),
             },
             background_stopped.clone(),
         ));

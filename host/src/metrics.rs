@@ -44,6 +44,7 @@ pub struct Metrics {
     pub route_overflow: IntCounter,
     /// Time one analyzer tick takes.
     pub analyzer_tick: Histogram,
+    pub store_maintain: Histogram,
     /// Plugin calls that failed and fell back to the built-in policy, by reason.
     pub plugin_errors: IntCounterVec,
     /// What happened when a plugin file was looked at, by result.
@@ -107,6 +108,15 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(analyzer_tick.clone()));
+        let store_maintain = Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_store_maintain_seconds",
+                "Time one store maintenance pass takes (closing, rolling up and expiring buckets).",
+            )
+            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5]),
+        )
+        .expect("valid metric");
+        reg(Box::new(store_maintain.clone()));
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
@@ -164,6 +174,7 @@ impl Metrics {
                 "Requests counted under the {other} route because analytics.max_routes was reached.",
             ),
             analyzer_tick,
+            store_maintain,
             plugin_errors: counter_vec(
                 "gateway_plugin_errors_total",
                 "Plugin calls that failed (trap, timeout, memory, invalid_output, configure, instantiate) and fell back to the built-in policy.",

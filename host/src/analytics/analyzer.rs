@@ -17,6 +17,7 @@ use super::bucket::{UnixMs, align};
 use super::store::{SeriesKey, SeriesKind, TrafficStore};
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::pace::Pacer;
 use crate::plugin::runtime::TickContext;
 use crate::plugin::{Plugins, Session, convert, wit};
 use crate::policy::builtin;
@@ -154,17 +155,32 @@ impl Analyzer {
             SeriesKind::Backend,
             self.gw.backends.iter().map(|b| b.label.clone()),
         );
+        let mut pacer = Pacer::default();
+        let mut reports = |keys: Vec<(SeriesKey, Option<UnixMs>)>| -> Vec<SeriesReport> {
+            keys.into_iter()
+                .map(|(k, f)| {
+                    pacer.pause_if_due();
+                    report(k, f)
+                })
+                .collect()
+        };
+        let routes = reports(
+            routes
+                .into_iter()
+                .map(|(n, f)| (SeriesKey::Route(n), f))
+                .collect(),
+        );
+        let backends = reports(
+            backends
+                .into_iter()
+                .map(|(n, f)| (SeriesKey::Backend(n), f))
+                .collect(),
+        );
         let analysis = Arc::new(Analysis {
             at_ms: now,
             bucket_ms,
-            routes: routes
-                .into_iter()
-                .map(|(n, f)| report(SeriesKey::Route(n), f))
-                .collect(),
-            backends: backends
-                .into_iter()
-                .map(|(n, f)| report(SeriesKey::Backend(n), f))
-                .collect(),
+            routes,
+            backends,
         });
 
         let mut session = self.session(&analysis);
@@ -293,7 +309,9 @@ impl Analyzer {
 
     fn publish_limits(&self, analysis: &Analysis, mut session: Option<&mut Session<'_>>) {
         let cfg = &self.config.adaptive_rate_limit;
+        let mut pacer = Pacer::default();
         for route in &self.gw.routes {
+            pacer.pause_if_due();
             let plugin = self.route_policies.get(route.id).and_then(|p| p.as_deref());
             let decision = match analysis.route(&route.label) {
                 Some(r) if cfg.enabled => {
@@ -339,6 +357,7 @@ impl Analyzer {
                 .with_label_values(&[backend, route])
                 .set(value);
         };
+        let mut pacer = Pacer::default();
         let pairs: std::collections::HashMap<SeriesKey, UnixMs> =
             self.store.series(SeriesKind::Pair).into_iter().collect();
         for backend in &self.gw.backends {
@@ -348,6 +367,7 @@ impl Analyzer {
             backend.breaker.set_threshold(own);
             gauge(&backend.label, "*", backend.breaker.threshold());
             for (slot, route_id) in backend.routes.iter().enumerate() {
+                pacer.pause_if_due();
                 let Some(route) = self.gw.routes.get(*route_id) else {
                     continue;
                 };

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 use tokio::sync::{mpsc, watch};
 
 use super::bucket::{Sample, UnixMs};
@@ -62,10 +62,12 @@ impl TrafficSink for Recorder {
 }
 
 /// How often [`drain`] files the queued events, and closes finished buckets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Every {
     pub drain: Duration,
     pub maintain: Duration,
+    /// Observes how long each maintenance pass takes.
+    pub maintain_time: Histogram,
 }
 
 /// Files the queued events into the store every `every.drain`, and closes finished buckets
@@ -87,7 +89,9 @@ pub async fn drain(
             _ = drain_tick.tick() => file_queued(&mut rx, &mut batch, &*store),
             _ = maintain_tick.tick() => {
                 let open = file_queued(&mut rx, &mut batch, &*store);
+                let timer = every.maintain_time.start_timer();
                 store.maintain(now_ms());
+                timer.observe_duration();
                 open
             }
             _ = async { let _ = stop.wait_for(|s| *s).await; } => false,
@@ -166,6 +170,10 @@ mod tests {
         assert!(rx.try_recv().is_err());
     }
 
+    fn timer() -> Histogram {
+        Histogram::with_opts(prometheus::HistogramOpts::new("m", "m")).unwrap()
+    }
+
     /// An in-memory store with buckets `interval_ms` wide.
     fn memory_store(interval_ms: UnixMs) -> Arc<dyn TrafficStore> {
         Arc::new(MemoryStore::new(
@@ -187,6 +195,7 @@ mod tests {
         let every = Every {
             drain: Duration::from_secs(3600),
             maintain: Duration::from_secs(3600),
+            maintain_time: timer(),
         };
         let task = tokio::spawn(drain(rx, store.clone(), every, stop_rx));
         let t = SystemTime::now();
@@ -220,22 +229,27 @@ mod tests {
             Every {
                 drain: Duration::from_millis(20),
                 maintain: Duration::from_secs(3600),
+                maintain_time: timer(),
             },
             // Filed by maintenance, which files what is queued before closing buckets.
             Every {
                 drain: Duration::from_secs(3600),
                 maintain: Duration::from_millis(20),
+                maintain_time: timer(),
             },
         ] {
             let store = memory_store(60_000);
             let (rec, rx) = recorder(100, IntCounter::new("d", "d").unwrap());
             let (_stop_tx, stop_rx) = watch::channel(false);
+            let maintained = every.maintain_time.clone();
             let task = tokio::spawn(drain(rx, store.clone(), every, stop_rx));
             // After the first (immediate) ticks: these wait for the next one.
             tokio::task::yield_now().await;
             rec.record(event(SystemTime::now(), 200));
             rec.record(event(SystemTime::now(), 200));
             filed(&store, 2).await;
+            // The first maintenance pass runs at once, and is timed.
+            assert!(maintained.get_sample_count() >= 1);
             task.abort();
         }
     }

@@ -12,7 +12,11 @@ use rusqlite::{Connection, params};
 use super::bucket::{Bucket, UnixMs};
 use super::histogram::Histogram;
 use super::store::{Change, Persist, SeriesKey};
+use crate::pace::Pacer;
 
+/// Keyed by time first: a tick's buckets are appended at the end of the tree (a few pages
+/// written per tick, however many series), expiry deletes from the front, and loading
+/// reads in key order.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS buckets (
     kind INTEGER NOT NULL,          -- 0 route, 1 backend, 2 route x backend
@@ -27,13 +31,13 @@ CREATE TABLE IF NOT EXISTS buckets (
     bytes_in INTEGER NOT NULL,
     bytes_out INTEGER NOT NULL,
     latency BLOB NOT NULL,          -- histogram: (u16 bin, u32 count) little-endian pairs
-    PRIMARY KEY (kind, name, backend, start_ms)
+    PRIMARY KEY (start_ms, kind, name, backend)
 ) WITHOUT ROWID;
 ";
 
-/// Created after [`migrate`], which replaces the table (and would drop an index made before).
-/// Expiry deletes by start time.
-const INDEXES: &str = "CREATE INDEX IF NOT EXISTS buckets_by_start ON buckets (start_ms);";
+/// The columns, in the order of [`SCHEMA`].
+const COLUMNS: &str = "kind, name, backend, start_ms, interval_ms, requests, errors, \
+                       latency_total_us, latency_max_us, bytes_in, bytes_out, latency";
 
 #[derive(Debug, thiserror::Error)]
 #[error("analytics store {path}: {source}")]
@@ -71,7 +75,6 @@ pub fn open(
         .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     migrate(&conn).map_err(err)?;
-    conn.execute_batch(INDEXES).map_err(err)?;
     conn.execute("DELETE FROM buckets WHERE start_ms < ?1", [since])
         .map_err(err)?;
     let loaded = load(&conn, since).map_err(err)?;
@@ -89,27 +92,30 @@ pub fn open(
     ))
 }
 
-/// Brings a file written by an earlier version up to the current schema: the first one had
-/// no `backend` column (and no route x backend series).
+/// Brings a file written by an earlier version up to the current schema. The first had no
+/// `backend` column (and no route x backend series); the first two were keyed by series,
+/// then time, so every tick wrote one page per series (with 2,000 series and 1 s buckets,
+/// 8x the writer's time of keying by time first, where a tick's buckets are appended).
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let mut columns = conn.prepare("SELECT name FROM pragma_table_info('buckets')")?;
-    let has_backend = columns
-        .query_map([], |row| row.get::<_, String>(0))?
-        .filter_map(Result::ok)
-        .any(|c| c == "backend");
-    if has_backend {
+    let mut columns = conn.prepare("SELECT name, pk FROM pragma_table_info('buckets')")?;
+    let columns: Vec<(String, i64)> = columns
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let has_backend = columns.iter().any(|(c, _)| c == "backend");
+    let time_first = columns.iter().any(|(c, pk)| c == "start_ms" && *pk == 1);
+    if has_backend && time_first {
         return Ok(());
     }
     tracing::info!("upgrading the analytics store to the current schema");
+    let backend = if has_backend { "backend" } else { "''" };
     conn.execute_batch(&format!(
         "BEGIN;
-         ALTER TABLE buckets RENAME TO buckets_v1;
+         ALTER TABLE buckets RENAME TO buckets_old;
          {SCHEMA}
-         INSERT INTO buckets (kind, name, backend, start_ms, interval_ms, requests, errors,
-                              latency_total_us, latency_max_us, bytes_in, bytes_out, latency)
-           SELECT kind, name, '', start_ms, interval_ms, requests, errors, latency_total_us,
-                  latency_max_us, bytes_in, bytes_out, latency FROM buckets_v1;
-         DROP TABLE buckets_v1;
+         INSERT INTO buckets ({COLUMNS})
+           SELECT kind, name, {backend}, start_ms, interval_ms, requests, errors,
+                  latency_total_us, latency_max_us, bytes_in, bytes_out, latency FROM buckets_old;
+         DROP TABLE buckets_old;
          COMMIT;"
     ))
 }
@@ -195,13 +201,12 @@ fn apply(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO buckets (kind, name, backend, start_ms, interval_ms, requests, errors,
-                 latency_total_us, latency_max_us, bytes_in, bytes_out, latency)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
-        let mut delete_range = tx.prepare_cached(
-            "DELETE FROM buckets WHERE kind = ?1 AND name = ?2 AND backend = ?3 AND start_ms >= ?4 AND start_ms < ?5",
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO buckets ({COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ))?;
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM buckets WHERE start_ms = ?1 AND kind = ?2 AND name = ?3 AND backend = ?4",
         )?;
         let mut save = |key: &SeriesKey, b: &Bucket| {
             let (kind, name, backend) = kind_name(key);
@@ -221,6 +226,7 @@ fn apply(
                 b.latency.encode(),
             ])
         };
+        let mut pacer = Pacer::default();
         for op in batch {
             let changes = match op {
                 Op::Write(changes) => changes,
@@ -230,16 +236,18 @@ fn apply(
                 }
             };
             for change in changes {
+                pacer.pause_if_due();
                 match change {
                     Change::Save(key, b) => save(&key, &b)?,
                     Change::Replace {
                         key,
-                        from,
-                        to,
+                        merged,
                         bucket,
                     } => {
                         let (kind, name, backend) = kind_name(&key);
-                        delete_range.execute(params![kind, name, backend, from, to])?;
+                        for start in merged {
+                            delete.execute(params![start, kind, name, backend])?;
+                        }
                         save(&key, &bucket)?
                     }
                     Change::Expire(before) => {
@@ -366,15 +374,18 @@ mod tests {
             }
             store.record(&[rec("/new", 2_900_000, 100)]);
             store.maintain(3_600_500); // /old expired; /new rolled up into a 1-minute bucket
+            // A late bucket of the same minute is merged into the rolled-up one.
+            store.record(&[rec("/new", 2_910_000, 100)]);
+            store.maintain(3_600_600);
             persist.close();
         }
         let (_, loaded) = open(&path, 0).unwrap();
         let routes: Vec<_> = loaded
             .iter()
             .filter(|(k, _)| matches!(k, SeriesKey::Route(_)))
-            .map(|(k, b)| (k.name().to_string(), b.start, b.interval_ms))
+            .map(|(k, b)| (k.name().to_string(), b.start, b.interval_ms, b.requests))
             .collect();
-        assert_eq!(routes, [("/new".to_owned(), 2_880_000, 60_000)]);
+        assert_eq!(routes, [("/new".to_owned(), 2_880_000, 60_000, 2)]);
     }
 
     #[test]
@@ -429,17 +440,61 @@ mod tests {
         assert_eq!(loaded[0].0, SeriesKey::Route("/old".into()));
         assert_eq!(loaded[0].1.requests, 7);
         persist.close();
-        // And it opens again without upgrading twice, with the expiry index in place.
+        // And it opens again without upgrading twice.
         assert_eq!(open(&path, 0).unwrap().1.len(), 1);
-        let conn = Connection::open(&path).unwrap();
-        let indexed: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM pragma_index_list('buckets') WHERE name = 'buckets_by_start'",
-                [],
-                |r| r.get(0),
+        assert_eq!(key_columns(&path), ["start_ms", "kind", "name", "backend"]);
+    }
+
+    /// The primary key's columns, in key order.
+    fn key_columns(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('buckets') WHERE pk > 0 ORDER BY pk")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_file_keyed_by_series_first_is_rekeyed_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, backend TEXT NOT NULL,
+                   start_ms INTEGER NOT NULL, interval_ms INTEGER NOT NULL, requests INTEGER NOT NULL,
+                   errors INTEGER NOT NULL, latency_total_us INTEGER NOT NULL,
+                   latency_max_us INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
+                   bytes_out INTEGER NOT NULL, latency BLOB NOT NULL,
+                   PRIMARY KEY (kind, name, backend, start_ms)) WITHOUT ROWID;
+                 CREATE INDEX buckets_by_start ON buckets (start_ms);
+                 INSERT INTO buckets VALUES (2, '/a', 'http://b:1', 5000, 1000, 7, 1, 700, 100, 0, 0, x'');
+                 INSERT INTO buckets VALUES (0, '/a', '', 6000, 1000, 3, 0, 300, 100, 0, 0, x'');",
             )
             .unwrap();
-        assert_eq!(indexed, 1);
+        }
+        let (persist, loaded) = open(&path, 0).unwrap();
+        persist.close();
+        let got: Vec<_> = loaded
+            .iter()
+            .map(|(k, b)| (k.clone(), b.start, b.requests))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (SeriesKey::Pair("/a".into(), "http://b:1".into()), 5000, 7),
+                (SeriesKey::Route("/a".into()), 6000, 3),
+            ]
+        );
+        assert_eq!(key_columns(&path), ["start_ms", "kind", "name", "backend"]);
+        let conn = Connection::open(&path).unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1, "the old table and its index are gone");
     }
 
     #[test]

@@ -76,11 +76,10 @@ pub trait TrafficStore: Send + Sync + 'static {
 pub enum Change {
     /// Saves (or overwrites) a bucket.
     Save(SeriesKey, Bucket),
-    /// Replaces a series' buckets starting in `[from, to)` with one rolled-up bucket.
+    /// Replaces a series' buckets that start at `merged` with one rolled-up bucket.
     Replace {
         key: SeriesKey,
-        from: UnixMs,
-        to: UnixMs,
+        merged: Vec<UnixMs>,
         bucket: Bucket,
     },
     /// Drops every bucket that starts before this.
@@ -366,7 +365,8 @@ impl MemoryStore {
             return;
         }
         let mut kept: VecDeque<Bucket> = VecDeque::with_capacity(series.done.len());
-        let mut rolled: Vec<Bucket> = Vec::new();
+        // Each rolled-up bucket with the starts of the buckets it merged.
+        let mut rolled: Vec<(Bucket, Vec<UnixMs>)> = Vec::new();
         for b in series.done.drain(..) {
             if !fine(&b) {
                 kept.push_back(b);
@@ -374,9 +374,13 @@ impl MemoryStore {
             }
             let start = align(b.start, width);
             match rolled.last_mut() {
-                Some(r) if r.start == start => r.absorb(&b),
+                Some((r, merged)) if r.start == start => {
+                    r.absorb(&b);
+                    merged.push(b.start);
+                }
                 _ => {
-                    // A coarse bucket of this span may already exist from an earlier pass.
+                    // A coarse bucket of this span may already exist from an earlier pass
+                    // (it starts where the new one does: saving the new one replaces it).
                     let mut r = match kept.back() {
                         Some(k) if k.start == start && k.interval_ms == width => {
                             kept.pop_back().unwrap_or_default()
@@ -388,16 +392,15 @@ impl MemoryStore {
                         },
                     };
                     r.absorb(&b);
-                    rolled.push(r);
+                    rolled.push((r, vec![b.start]));
                 }
             }
         }
-        for r in rolled {
+        for (r, merged) in rolled {
             if self.persist.is_some() {
                 out.push(Change::Replace {
                     key: key.clone(),
-                    from: r.start,
-                    to: r.start + width,
+                    merged,
                     bucket: r.clone(),
                 });
             }
