@@ -93,16 +93,20 @@ fn analyzer_tick(c: &mut Criterion) {
     let store = Arc::new(MemoryStore::new(settings(), None));
     let end: i64 = 1_800_000_000_000; // a whole minute
     let start = end - BUCKETS * 60_000;
+    // 12 requests a minute per route, with latencies spread over ~20 histogram bins (as
+    // real traffic spreads them: merging histograms is much of a tick's work).
     for m in 0..BUCKETS {
         let records: Vec<Record> = (0..ROUTES)
             .flat_map(|r| {
-                (0..3).map(move |i| Record {
+                (0..12).map(move |i| Record {
                     route: format!("/api/route/{r}").into(),
                     backend: Some(format!("http://10.0.{}.{}:80", r % 50, r % 7).into()),
                     at: start + m * 60_000 + i * 1000,
                     sample: Sample {
                         error: (r + i as usize).is_multiple_of(40),
-                        latency_us: 800 + (r as u64 % 900),
+                        latency_us: 800
+                            + (r as u64 % 900)
+                            + (i as u64 * 997 + m as u64 * 131) % 6000,
                         bytes_in: 0,
                         bytes_out: 200,
                     },

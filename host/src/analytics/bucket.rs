@@ -106,15 +106,20 @@ impl OpenBucket {
 }
 
 impl Bucket {
-    /// Adds another bucket's traffic (for roll-ups and window totals).
+    /// Adds another bucket's traffic (for roll-ups).
     pub fn absorb(&mut self, other: &Bucket) {
+        self.absorb_counts(other);
+        self.latency.merge(&other.latency);
+    }
+
+    /// Adds another bucket's counts and totals, not its histogram.
+    pub fn absorb_counts(&mut self, other: &Bucket) {
         self.requests += other.requests;
         self.errors += other.errors;
         self.latency_total_us = self.latency_total_us.saturating_add(other.latency_total_us);
         self.latency_max_us = self.latency_max_us.max(other.latency_max_us);
         self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
         self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
-        self.latency.merge(&other.latency);
     }
 
     pub fn end(&self) -> UnixMs {
