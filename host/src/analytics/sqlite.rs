@@ -422,19 +422,15 @@ mod tests {
     #[test]
     fn a_file_from_the_first_schema_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, start_ms INTEGER NOT NULL,
+        let path = file_from(
+            &dir,
+            "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, start_ms INTEGER NOT NULL,
                    interval_ms INTEGER NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL,
                    latency_total_us INTEGER NOT NULL, latency_max_us INTEGER NOT NULL,
                    bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL, latency BLOB NOT NULL,
                    PRIMARY KEY (kind, name, start_ms)) WITHOUT ROWID;
                  INSERT INTO buckets VALUES (0, '/old', 5000, 1000, 7, 1, 700, 100, 0, 0, x'');",
-            )
-            .unwrap();
-        }
+        );
         let (persist, loaded) = open(&path, 0).unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].0, SeriesKey::Route("/old".into()));
@@ -443,6 +439,13 @@ mod tests {
         // And it opens again without upgrading twice.
         assert_eq!(open(&path, 0).unwrap().1.len(), 1);
         assert_eq!(key_columns(&path), ["start_ms", "kind", "name", "backend"]);
+    }
+
+    /// A database file made by `sql`: an earlier version's schema and rows.
+    fn file_from(dir: &tempfile::TempDir, sql: &str) -> std::path::PathBuf {
+        let path = dir.path().join("old.db");
+        Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        path
     }
 
     /// The primary key's columns, in key order.
@@ -460,11 +463,9 @@ mod tests {
     #[test]
     fn a_file_keyed_by_series_first_is_rekeyed_by_time() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v2.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, backend TEXT NOT NULL,
+        let path = file_from(
+            &dir,
+            "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, backend TEXT NOT NULL,
                    start_ms INTEGER NOT NULL, interval_ms INTEGER NOT NULL, requests INTEGER NOT NULL,
                    errors INTEGER NOT NULL, latency_total_us INTEGER NOT NULL,
                    latency_max_us INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
@@ -473,9 +474,7 @@ mod tests {
                  CREATE INDEX buckets_by_start ON buckets (start_ms);
                  INSERT INTO buckets VALUES (2, '/a', 'http://b:1', 5000, 1000, 7, 1, 700, 100, 0, 0, x'');
                  INSERT INTO buckets VALUES (0, '/a', '', 6000, 1000, 3, 0, 300, 100, 0, 0, x'');",
-            )
-            .unwrap();
-        }
+        );
         let (persist, loaded) = open(&path, 0).unwrap();
         persist.close();
         let got: Vec<_> = loaded
