@@ -1,4 +1,5 @@
-//! Benchmarks of the analytics hot spots: the record path (what every request pays) and
+//! Benchmarks of the analytics hot spots: the record path (what every request pays), one
+//! maintenance pass over 2,001 series (what the event loop pays per bucket interval) and
 //! one analyzer tick over 10,000 routes (what the background pays per tick).
 //!
 //! `cargo bench -p microgate --bench analytics`
@@ -76,6 +77,57 @@ fn record_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// One maintenance pass (what the event loop pays once per bucket interval): 1,000 routes
+/// on one backend (2,001 series) on 1 s buckets with 60 s of history, as in the benchmark's
+/// routes scenario before roll-ups begin. Each pass closes every series' bucket and expires
+/// its oldest, so the history stays 60 buckets long.
+fn maintain_pass(c: &mut Criterion) {
+    const ROUTES: usize = 1_000;
+    let store = MemoryStore::new(
+        StoreSettings {
+            interval_ms: 1_000,
+            retention_ms: 60_000,
+            rollup_after_ms: 120_000,
+            rollup_interval_ms: 10_000,
+        },
+        None,
+    );
+    let batch = |second: i64| -> Vec<Record> {
+        (0..ROUTES)
+            .map(|r| Record {
+                route: format!("/api/route/{r}").into(),
+                backend: Some("http://10.0.0.1:80".into()),
+                at: second * 1000,
+                sample: Sample {
+                    error: false,
+                    latency_us: 800 + (r as u64 * 37) % 4000,
+                    bytes_in: 0,
+                    bytes_out: 200,
+                },
+            })
+            .collect()
+    };
+    let start = 1_800_000_000;
+    for second in start..start + 60 {
+        store.record(&batch(second));
+        store.maintain((second + 1) * 1000);
+    }
+    let mut second = start + 60;
+    let mut g = c.benchmark_group("store");
+    g.bench_function("maintain: 2,001 series x 60 buckets", |b| {
+        b.iter_batched(
+            || {
+                store.record(&batch(second));
+                second += 1;
+                second * 1000
+            },
+            |now| store.maintain(now),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 fn settings() -> StoreSettings {
     StoreSettings {
         interval_ms: 60_000,
@@ -125,5 +177,5 @@ fn analyzer_tick(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record_path, analyzer_tick);
+criterion_group!(benches, record_path, maintain_pass, analyzer_tick);
 criterion_main!(benches);

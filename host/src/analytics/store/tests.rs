@@ -189,6 +189,54 @@ fn old_buckets_roll_up_and_keep_their_totals() {
     assert_eq!(b.iter().filter(|b| b.start == 20 * SEC).count(), 1);
 }
 
+/// Passes look for roll-ups only when the roll-up boundary moved or a bucket older than it
+/// was closed since; the late bucket still ends up rolled up.
+#[test]
+fn a_bucket_closed_after_its_span_was_rolled_up_joins_it() {
+    let s = MemoryStore::new(settings(), None);
+    let shape = || -> Vec<_> {
+        s.buckets(&route("/a"), 0, i64::MAX)
+            .iter()
+            .map(|b| (b.start, b.interval_ms, b.requests))
+            .collect()
+    };
+    for t in (0..4).map(|i| i * SEC) {
+        s.record(&[rec("/a", None, t, 1000, false)]);
+    }
+    s.maintain(35 * SEC); // the boundary is 10 s: the first four buckets roll up
+    assert_eq!(shape(), [(0, 10 * SEC, 4)]);
+    s.record(&[rec("/a", None, 5 * SEC, 1000, false)]); // late: its span is rolled up
+    s.maintain(36 * SEC); // closes it (same boundary)
+    s.maintain(37 * SEC); // still the same boundary: rolls it up as it closed late
+    assert_eq!(shape(), [(0, 10 * SEC, 5)]);
+    // Nothing left to do: passes at the same boundary change nothing.
+    s.maintain(38 * SEC);
+    assert_eq!(shape(), [(0, 10 * SEC, 5)]);
+}
+
+#[test]
+fn loaded_fine_buckets_due_for_a_roll_up_are_rolled_up_on_the_first_pass() {
+    let s = MemoryStore::new(settings(), None);
+    let fine = |start| Bucket {
+        start,
+        interval_ms: SEC,
+        requests: 1,
+        ..Default::default()
+    };
+    s.load(
+        vec![(route("/a"), fine(0)), (route("/a"), fine(SEC))],
+        35 * SEC,
+    );
+    s.maintain(35 * SEC);
+    let b = s.buckets(&route("/a"), 0, i64::MAX);
+    assert_eq!(
+        b.iter()
+            .map(|b| (b.start, b.interval_ms, b.requests))
+            .collect::<Vec<_>>(),
+        [(0, 10 * SEC, 2)]
+    );
+}
+
 #[test]
 fn loading_resumes_the_bucket_in_progress() {
     let s = MemoryStore::new(settings(), None);
