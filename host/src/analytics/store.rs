@@ -5,7 +5,7 @@
 //! series in memory (bounded: routes × retention, with old buckets rolled up into coarser
 //! ones) and hands completed buckets to an optional [`Persist`] backend such as SQLite.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::bucket::{Bucket, OpenBucket, Sample, UnixMs, align};
 
 /// Which series a bucket belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SeriesKey {
     Route(Arc<str>),
     Backend(Arc<str>),
@@ -29,7 +29,47 @@ pub enum SeriesKind {
     Pair,
 }
 
+/// A series key that borrows its names: the store looks a series up with it, without
+/// cloning (and dropping) the names' `Arc`s, four atomic operations per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyRef<'a> {
+    Route(&'a Arc<str>),
+    Backend(&'a Arc<str>),
+    Pair(&'a Arc<str>, &'a Arc<str>),
+}
+
+impl KeyRef<'_> {
+    fn to_owned(self) -> SeriesKey {
+        match self {
+            KeyRef::Route(n) => SeriesKey::Route(n.clone()),
+            KeyRef::Backend(n) => SeriesKey::Backend(n.clone()),
+            KeyRef::Pair(r, b) => SeriesKey::Pair(r.clone(), b.clone()),
+        }
+    }
+}
+
+/// Hashed as its borrowed form, so both find the same entry.
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<SeriesKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        *self == key.as_ref()
+    }
+}
+
 impl SeriesKey {
+    fn as_ref(&self) -> KeyRef<'_> {
+        match self {
+            SeriesKey::Route(n) => KeyRef::Route(n),
+            SeriesKey::Backend(n) => KeyRef::Backend(n),
+            SeriesKey::Pair(r, b) => KeyRef::Pair(r, b),
+        }
+    }
+
     pub fn kind(&self) -> SeriesKind {
         match self {
             SeriesKey::Route(_) => SeriesKind::Route,
@@ -130,7 +170,8 @@ impl StoreSettings {
 
 /// foldhash: the map is updated three times per recorded request; its keys are route
 /// labels, bounded by the route cap, so SipHash's flooding resistance buys nothing here.
-type SeriesMap = HashMap<SeriesKey, Series, foldhash::fast::RandomState>;
+/// hashbrown's map (std's, with `Equivalent`) is looked up with a borrowed [`KeyRef`].
+type SeriesMap = hashbrown::HashMap<SeriesKey, Series, foldhash::fast::RandomState>;
 
 pub struct MemoryStore {
     settings: StoreSettings,
@@ -204,7 +245,7 @@ impl MemoryStore {
     fn add(
         &self,
         map: &mut SeriesMap,
-        key: SeriesKey,
+        key: KeyRef<'_>,
         at: UnixMs,
         sample: &Sample,
         out: &mut Vec<Change>,
@@ -213,7 +254,7 @@ impl MemoryStore {
         let start = align(at, interval);
         // Pairs feed breaker thresholds, which read their error rates only: they keep no
         // latency histogram (a cache miss per request saved, and 1.1 KB per pair).
-        let histogram = !matches!(key, SeriesKey::Pair(..));
+        let histogram = !matches!(key, KeyRef::Pair(..));
         // The common case: the series exists and its bucket in progress takes the sample.
         if let Some(open) = map.get_mut(&key).and_then(|s| s.open.as_mut())
             && open.start >= start
@@ -221,6 +262,7 @@ impl MemoryStore {
             open.add(sample, histogram);
             return;
         }
+        let key = key.to_owned();
         let series = map.entry(key.clone()).or_insert_with(|| Series {
             first: start,
             done: VecDeque::new(),
@@ -256,13 +298,16 @@ impl TrafficStore for MemoryStore {
         let mut out = Vec::new();
         let mut map = self.write();
         for r in records {
-            let route = SeriesKey::Route(r.route.clone());
-            self.add(&mut map, route, r.at, &r.sample, &mut out);
+            self.add(&mut map, KeyRef::Route(&r.route), r.at, &r.sample, &mut out);
             if let Some(b) = &r.backend {
-                let backend = SeriesKey::Backend(b.clone());
-                self.add(&mut map, backend, r.at, &r.sample, &mut out);
-                let pair = SeriesKey::Pair(r.route.clone(), b.clone());
-                self.add(&mut map, pair, r.at, &r.sample, &mut out);
+                self.add(&mut map, KeyRef::Backend(b), r.at, &r.sample, &mut out);
+                self.add(
+                    &mut map,
+                    KeyRef::Pair(&r.route, b),
+                    r.at,
+                    &r.sample,
+                    &mut out,
+                );
             }
         }
         drop(map);

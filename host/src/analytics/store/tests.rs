@@ -238,6 +238,28 @@ fn loaded_fine_buckets_due_for_a_roll_up_are_rolled_up_on_the_first_pass() {
 }
 
 #[test]
+fn a_key_and_its_borrowed_form_hash_alike() {
+    use std::hash::BuildHasher;
+    let hasher = foldhash::fast::RandomState::default();
+    let (r, b): (Arc<str>, Arc<str>) = ("/a".into(), "http://b:1".into());
+    for key in [
+        SeriesKey::Route(r.clone()),
+        SeriesKey::Backend(b.clone()),
+        SeriesKey::Pair(r.clone(), b.clone()),
+    ] {
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(key.as_ref()));
+        assert!(hashbrown::Equivalent::equivalent(&key.as_ref(), &key));
+        assert_eq!(key.as_ref().to_owned(), key);
+    }
+    // The same name as a route and as a backend are two series.
+    let (route, backend) = (SeriesKey::Route(r.clone()), SeriesKey::Backend(r));
+    assert!(!hashbrown::Equivalent::equivalent(
+        &route.as_ref(),
+        &backend
+    ));
+}
+
+#[test]
 fn loading_resumes_the_bucket_in_progress() {
     let s = MemoryStore::new(settings(), None);
     let saved = |start, requests| Bucket {
