@@ -144,7 +144,10 @@ impl Analyzer {
             from,
             interval,
         };
-        let report = |key: SeriesKey, first_seen: Option<UnixMs>| {
+        // Yields the core between series (`pace`): with a thousand routes a tick is long.
+        let mut pacer = Pacer::default();
+        let mut report = |key: SeriesKey, first_seen: Option<UnixMs>| {
+            pacer.pause_if_due();
             self.report(key.clone(), &key, first_seen, clock)
         };
         let routes = self.series(
@@ -155,32 +158,17 @@ impl Analyzer {
             SeriesKind::Backend,
             self.gw.backends.iter().map(|b| b.label.clone()),
         );
-        let mut pacer = Pacer::default();
-        let mut reports = |keys: Vec<(SeriesKey, Option<UnixMs>)>| -> Vec<SeriesReport> {
-            keys.into_iter()
-                .map(|(k, f)| {
-                    pacer.pause_if_due();
-                    report(k, f)
-                })
-                .collect()
-        };
-        let routes = reports(
-            routes
-                .into_iter()
-                .map(|(n, f)| (SeriesKey::Route(n), f))
-                .collect(),
-        );
-        let backends = reports(
-            backends
-                .into_iter()
-                .map(|(n, f)| (SeriesKey::Backend(n), f))
-                .collect(),
-        );
         let analysis = Arc::new(Analysis {
             at_ms: now,
             bucket_ms,
-            routes,
-            backends,
+            routes: routes
+                .into_iter()
+                .map(|(n, f)| report(SeriesKey::Route(n), f))
+                .collect(),
+            backends: backends
+                .into_iter()
+                .map(|(n, f)| report(SeriesKey::Backend(n), f))
+                .collect(),
         });
 
         let mut session = self.session(&analysis);
