@@ -3,11 +3,12 @@
 
 Starts one fast backend, the four proxies in front of it (keep-alive upstreams, logging
 off) and MicroGate a second time with analytics off, then drives each with wrk for a
-bounded time, interleaved (A B C D E, A B C D E, ...) so drift hits all alike. Reports per
-proxy and scenario: requests/s, p50 and p99 latency, and proxy CPU time per request (the
-process tree's user+system time before and after, steadier than requests/s on a noisy
-machine), each also as a ratio to nginx in the same run. Every server it starts it stops by
-PID; every wrk run ends by itself.
+bounded time (h2load at a fixed request rate for the `rate` scenario), interleaved
+(A B C D E, E D C B A, ...) so drift hits all alike. Reports per proxy and scenario:
+requests/s, p50 and p99 latency, and proxy CPU time per request (the process tree's
+user+system time before and after, steadier than requests/s on a noisy machine), each also
+as a ratio to nginx: the median of the ratios of runs in the same round. Every server it
+starts it stops by PID; every load run ends by itself.
 
 On a machine with two or more cores the proxies run on core 1 (one worker or thread each)
 and wrk and the backend on core 0, so the proxy's CPU time is its own.
@@ -44,6 +45,10 @@ SCENARIOS = {
     "delay-5ms": ("/delay", 64, 1, "backend answers after 5 ms, 64 connections"),
     "body-1mb": ("/big", 16, 1, "1 MB response body, 16 connections"),
     "routes": ("routes.lua", 64, 1000, "1,000 configured routes, requests spread over them"),
+    # Open loop: every proxy gets the same offered load (--rate), below what any of the fast
+    # ones can take, so CPU per request compares equal work, and p99 is latency rather than
+    # the queue a saturated closed loop builds. Driven by h2load (wrk has no fixed rate).
+    "rate": ("/", 16, 1, "small response, 16 connections, a fixed request rate (--rate)"),
 }
 
 PROXIES = ["nginx", "haproxy", "caddy", "microgate", "microgate-off"]
@@ -73,7 +78,9 @@ def wait_port(port, proc, what, timeout=30.0):
 
 
 def ensure_packages():
-    missing = [p for p in ("nginx", "haproxy", "caddy", "wrk") if shutil.which(p) is None]
+    # command -> Debian package
+    wanted = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy", "wrk": "wrk", "h2load": "nghttp2-client"}
+    missing = [pkg for cmd, pkg in wanted.items() if shutil.which(cmd) is None]
     if not missing:
         return
     log(f"installing {' '.join(missing)} from Debian")
@@ -245,13 +252,13 @@ http://127.0.0.1:{port} {{
 """
 
 
-def microgate_conf(d, port, admin, backend, routes, threads, analytics):
+def microgate_conf(d, port, admin, backend, routes, threads, analytics, db):
     route_lines = "\n".join(f"  - {{ path: {p}, upstream: b }}" for p in route_paths(routes))
     analytics_yaml = f"""
 analytics:
   enabled: true
   store: sqlite
-  path: {d}/microgate.db
+  path: {db}
   bucket_interval: 1s
   window: 30s
   rollup_after: 1m
@@ -305,7 +312,10 @@ def start_proxy(name, d, backend, routes, cores, microgate_bin):
     analytics = name == "microgate"
     admin = free_port()
     conf = d / f"{name}.yml"
-    conf.write_text(microgate_conf(d, port, admin, backend, routes, threads, analytics))
+    # A store of its own per start: history from an earlier scenario (1,000 routes' worth
+    # after `routes`) would be loaded and analysed on every tick of the next one.
+    db = d / f"microgate-{port}.db"
+    conf.write_text(microgate_conf(d, port, admin, backend, routes, threads, analytics, db))
     s = Server(name, cores.proxy + [str(microgate_bin), "run", "--config", str(conf)], port, cwd=str(d), log_path=logf)
     s.admin = admin
     return s
@@ -342,6 +352,34 @@ def wrk(port, target, conns, seconds, cores, d):
         "p50_ms": parse_latency(lat.get("50", "")),
         "p99_ms": parse_latency(lat.get("99", "")),
     }
+
+
+def h2load(port, conns, rate, seconds, cores, d):
+    """An open-loop run at `rate` requests/s in all: p50/p99 from h2load's per-request log
+    (microseconds from each request's start to its response's end)."""
+    logf = d / "h2load.log"
+    logf.unlink(missing_ok=True)
+    cmd = cores.load + ["h2load", "--h1", "-t1", f"-c{conns}", f"--rps={rate / conns:g}", "-D", str(seconds),
+                        "--log-file", str(logf), f"http://127.0.0.1:{port}/"]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    lat, non2xx = [], 0
+    if logf.exists():
+        for line in logf.read_text().splitlines():
+            cols = line.split("\t")
+            if len(cols) >= 3:
+                lat.append(int(cols[2]))
+                non2xx += not cols[1].startswith(("2", "3"))
+    lat.sort()
+    n = len(lat)
+    pick = lambda q: lat[min(n - 1, int(n * q))] / 1000 if n else float("nan")
+    return {"rps": n / seconds, "requests": n, "non2xx": non2xx, "socket_errors": "",
+            "p50_ms": pick(0.50), "p99_ms": pick(0.99), "p999_ms": pick(0.999)}
+
+
+def load(scenario, port, target, conns, seconds, cores, d, rate):
+    if scenario == "rate":
+        return h2load(port, conns, rate, seconds, cores, d)
+    return wrk(port, target, conns, seconds, cores, d)
 
 
 def write_lua(d):
@@ -383,7 +421,7 @@ def run(args):
                 for name in order:
                     p = proxies[name]
                     before = p.cpu_seconds()
-                    res = wrk(p.port, target, conns, args.duration, cores, d)
+                    res = load(scenario, p.port, target, conns, args.duration, cores, d, args.rate)
                     res["cpu_s"] = p.cpu_seconds() - before
                     res["cpu_us_per_request"] = 1e6 * res["cpu_s"] / max(res["requests"], 1)
                     runs[name].append(res)
@@ -426,21 +464,30 @@ def median(xs):
 
 
 def summarize(runs):
+    """Per proxy the median of its runs, and its ratios to nginx: the median of the ratios
+    round by round (each proxy's run against nginx's run of the same round, minutes apart at
+    most), which cancels the drift a ratio of two medians keeps."""
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+
+    def paired(a, b, k):
+        return median([x[k] / y[k] for x, y in zip(a, b) if y[k]] or [float("nan")])
+
     summary = {}
     for name, rs in runs.items():
-        summary[name] = {k: median([r[k] for r in rs]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")}
+        summary[name] = {k: median([r[k] for r in rs]) for k in keys}
+        if all("p999_ms" in r for r in rs):
+            summary[name]["p999_ms"] = median([r["p999_ms"] for r in rs])
         summary[name]["non2xx"] = sum(r["non2xx"] for r in rs)
-    base = summary.get("nginx")
+    base = runs.get("nginx")
     for name, s in summary.items():
         if base:
-            s["rps_vs_nginx"] = s["rps"] / base["rps"] if base["rps"] else float("nan")
-            s["p99_vs_nginx"] = s["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan")
-            s["cpu_vs_nginx"] = s["cpu_us_per_request"] / base["cpu_us_per_request"] if base["cpu_us_per_request"] else float("nan")
-    if "microgate" in summary and "microgate-off" in summary:
-        on, off = summary["microgate"], summary["microgate-off"]
+            for k, out in (("rps", "rps_vs_nginx"), ("p99_ms", "p99_vs_nginx"), ("cpu_us_per_request", "cpu_vs_nginx")):
+                s[out] = paired(runs[name], base, k)
+    if "microgate" in runs and "microgate-off" in runs:
+        on, off = runs["microgate"], runs["microgate-off"]
         summary["analytics_cost"] = {
-            "rps_on_vs_off": on["rps"] / off["rps"] if off["rps"] else float("nan"),
-            "cpu_on_vs_off": on["cpu_us_per_request"] / off["cpu_us_per_request"] if off["cpu_us_per_request"] else float("nan"),
+            "rps_on_vs_off": paired(on, off, "rps"),
+            "cpu_on_vs_off": paired(on, off, "cpu_us_per_request"),
         }
     return summary
 
@@ -465,14 +512,17 @@ def machine():
 def table(results):
     lines = []
     for scenario, data in results["scenarios"].items():
+        rows = {k: v for k, v in data["summary"].items() if k != "analytics_cost"}
+        tail = any("p999_ms" in s for s in rows.values())
         lines.append(f"\n### {scenario}: {data['description']}\n")
-        lines.append("| proxy | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | p99 vs nginx | CPU vs nginx |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name, s in data["summary"].items():
-            if name == "analytics_cost":
-                continue
+        lines.append("| proxy | req/s | p50 ms | p99 ms |" + (" p99.9 ms |" if tail else "")
+                     + " CPU µs/req | req/s vs nginx | p99 vs nginx | CPU vs nginx |")
+        lines.append("| --- | ---: | ---: | ---: |" + (" ---: |" if tail else "") + " ---: | ---: | ---: | ---: |")
+        for name, s in rows.items():
             lines.append(
-                f"| {name} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['cpu_us_per_request']:.1f} | "
+                f"| {name} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
+                + (f"{s.get('p999_ms', float('nan')):.2f} | " if tail else "")
+                + f"{s['cpu_us_per_request']:.1f} | "
                 f"{s.get('rps_vs_nginx', float('nan')):.2f} | {s.get('p99_vs_nginx', float('nan')):.2f} | {s.get('cpu_vs_nginx', float('nan')):.2f} |"
             )
         cost = data["summary"].get("analytics_cost")
@@ -494,6 +544,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
     ap.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated: " + ", ".join(PROXIES))
+    ap.add_argument("--rate", type=int, default=10000, help="requests/s in all for the `rate` scenario (default 10000)")
     ap.add_argument("--quick", action="store_true", help="3 s runs, one round")
     ap.add_argument("--out", help="also write the JSON results here")
     args = ap.parse_args()
