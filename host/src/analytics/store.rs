@@ -289,7 +289,10 @@ impl MemoryStore {
         if self.persist.is_some() {
             out.push(Change::Save(key.clone(), bucket.clone()));
         }
-        series.done.push_back(bucket);
+        // Kept in start order (`buckets` searches it). A bucket is closed after the last
+        // one but for a request filed more than an interval late (a stalled event loop).
+        let at = series.done.partition_point(|b| b.start <= bucket.start);
+        series.done.insert(at, bucket);
     }
 }
 
@@ -355,10 +358,13 @@ impl TrafficStore for MemoryStore {
         let Some(series) = map.get(key) else {
             return Vec::new();
         };
+        // `done` is in start order: the window is found by binary search, not by reading a
+        // series' whole history (up to `retention`) on every analyzer tick.
+        let first = series.done.partition_point(|b| b.start < from);
         let mut out: Vec<Bucket> = series
             .done
-            .iter()
-            .filter(|b| b.start >= from && b.start < to)
+            .range(first..)
+            .take_while(|b| b.start < to)
             .cloned()
             .collect();
         if let Some(open) = &series.open

@@ -189,6 +189,57 @@ fn old_buckets_roll_up_and_keep_their_totals() {
     assert_eq!(b.iter().filter(|b| b.start == 20 * SEC).count(), 1);
 }
 
+#[test]
+fn a_window_inside_a_long_history_holds_exactly_its_buckets() {
+    let s = MemoryStore::new(settings(), None);
+    for t in (0..60).map(|i| i * SEC) {
+        s.record(&[rec("/a", None, t, 1, false)]);
+    }
+    // Coarse buckets 0-30 s, fine ones 30-59 s, one in progress at 59 s.
+    s.maintain(50 * SEC);
+    let starts = |from, to| -> Vec<(UnixMs, i64)> {
+        s.buckets(&route("/a"), from, to)
+            .iter()
+            .map(|b| (b.start, b.interval_ms))
+            .collect()
+    };
+    assert_eq!(
+        starts(10 * SEC, 33 * SEC),
+        [
+            (10 * SEC, 10 * SEC),
+            (20 * SEC, 10 * SEC),
+            (30 * SEC, SEC),
+            (31 * SEC, SEC),
+            (32 * SEC, SEC)
+        ]
+    );
+    // Starts inside a coarse bucket: it began before the window, so it is not in it.
+    assert_eq!(starts(15 * SEC, 21 * SEC), [(20 * SEC, 10 * SEC)]);
+    assert_eq!(
+        starts(57 * SEC, i64::MAX),
+        [(57 * SEC, SEC), (58 * SEC, SEC), (59 * SEC, SEC)]
+    );
+    assert!(starts(60 * SEC, i64::MAX).is_empty());
+    assert_eq!(starts(i64::MIN, SEC), [(0, 10 * SEC)]);
+}
+
+#[test]
+fn a_request_filed_after_its_bucket_closed_still_lands_in_order() {
+    let s = MemoryStore::new(settings(), None);
+    s.record(&[rec("/a", None, 5 * SEC, 1, false)]);
+    s.maintain(6 * SEC + 1);
+    // Filed late: its interval's bucket is gone, and a later one is already closed.
+    s.record(&[rec("/a", None, 3 * SEC, 1, false)]);
+    s.maintain(7 * SEC);
+    let starts: Vec<_> = s
+        .buckets(&route("/a"), 0, i64::MAX)
+        .iter()
+        .map(|b| b.start)
+        .collect();
+    assert_eq!(starts, [3 * SEC, 5 * SEC]);
+    assert_eq!(s.buckets(&route("/a"), 3 * SEC, 4 * SEC).len(), 1);
+}
+
 /// Passes look for roll-ups only when the roll-up boundary moved or a bucket older than it
 /// was closed since; the late bucket still ends up rolled up.
 #[test]
