@@ -31,7 +31,9 @@ pub struct Analysis {
     pub at_ms: UnixMs,
     /// Start of the bucket under test.
     pub bucket_ms: UnixMs,
+    /// Sorted by name (looked up by binary search: a tick looks up every route).
     pub routes: Vec<SeriesReport>,
+    /// Sorted by name.
     pub backends: Vec<SeriesReport>,
 }
 
@@ -52,12 +54,21 @@ pub struct SeriesReport {
 
 impl Analysis {
     pub fn route(&self, name: &str) -> Option<&SeriesReport> {
-        self.routes.iter().find(|r| &*r.name == name)
+        find(&self.routes, name)
     }
 
     pub fn backend(&self, name: &str) -> Option<&SeriesReport> {
-        self.backends.iter().find(|r| &*r.name == name)
+        find(&self.backends, name)
     }
+}
+
+/// A report by name in reports sorted by name. A linear search here made publishing the
+/// limits quadratic in the number of routes (a tenth of the analyzer's time with 1,000).
+fn find<'a>(reports: &'a [SeriesReport], name: &str) -> Option<&'a SeriesReport> {
+    reports
+        .binary_search_by(|r| (*r.name).cmp(name))
+        .ok()
+        .and_then(|i| reports.get(i))
 }
 
 pub struct Analyzer {
@@ -223,7 +234,8 @@ impl Analyzer {
         }
     }
 
-    /// Configured names plus every name the store knows, with when each was first seen.
+    /// Configured names plus every name the store knows, with when each was first seen,
+    /// sorted by name.
     fn series(
         &self,
         kind: SeriesKind,

@@ -280,3 +280,22 @@ fn disabled_adaptation_changes_nothing() {
         "round-robin stays"
     );
 }
+
+#[test]
+fn every_series_is_found_by_name_whatever_order_it_was_configured_in() {
+    let (_, store, analyzer) = setup(false);
+    // Names the store learned beside the configured /a and /b, out of order.
+    for route in ["/z", "/m", "/c", "/a", "/x/1", "/b"] {
+        traffic(&store, route, B2, T0, 3, 0, 5);
+    }
+    // The bucket under test is the one that just ended: T0's.
+    let analysis = analyzer.tick(T0 + SEC);
+    let names: Vec<&str> = analysis.routes.iter().map(|r| &*r.name).collect();
+    assert_eq!(names, ["/a", "/b", "/c", "/m", "/x/1", "/z"]);
+    for name in names {
+        assert_eq!(analysis.route(name).map(|r| &*r.name), Some(name));
+    }
+    assert!(analysis.route("/q").is_none());
+    assert_eq!(analysis.backend(B2).map(|r| r.current.requests), Some(18));
+    assert_eq!(analysis.backend(B1).map(|r| r.current.requests), Some(0));
+}
