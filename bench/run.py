@@ -13,7 +13,7 @@ starts it stops by PID; every load run ends by itself.
 On a machine with two or more cores the proxies run on core 1 (one worker or thread each)
 and wrk and the backend on core 0, so the proxy's CPU time is its own.
 
-    bench/run.py                 # the full run (2 rounds, about 11 minutes)
+    bench/run.py                 # the full run (2 rounds, about 13 minutes)
     bench/run.py --quick         # 3 s runs, one round: a smoke test of the setup
     bench/run.py --scenarios small-16,routes --duration 20 --rounds 3
 
@@ -157,7 +157,16 @@ class Server:
                 continue
         return total / (1 << 20)
 
+    def pause(self, on):
+        """Stops (SIGSTOP) or resumes (SIGCONT) the process group."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGSTOP if on else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def stop(self):
+        self.pause(False)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -420,9 +429,19 @@ def run(args):
                 order = list(proxies) if r % 2 == 0 else list(reversed(list(proxies)))
                 for name in order:
                     p = proxies[name]
-                    before = p.cpu_seconds()
-                    res = load(scenario, p.port, target, conns, args.duration, cores, d, args.rate)
-                    res["cpu_s"] = p.cpu_seconds() - before
+                    # Only the proxy under test runs: the others are stopped, so that
+                    # one's background work (MicroGate's analyzer ticks on, traffic or
+                    # not) does not share the core with another's run.
+                    others = [q for n, q in proxies.items() if n != name]
+                    for q in others:
+                        q.pause(True)
+                    try:
+                        before = p.cpu_seconds()
+                        res = load(scenario, p.port, target, conns, args.duration, cores, d, args.rate)
+                        res["cpu_s"] = p.cpu_seconds() - before
+                    finally:
+                        for q in others:
+                            q.pause(False)
                     res["cpu_us_per_request"] = 1e6 * res["cpu_s"] / max(res["requests"], 1)
                     runs[name].append(res)
                     log(f"  {name:14} {res['rps']:10.0f} req/s  p99 {res['p99_ms']:7.2f} ms  {res['cpu_us_per_request']:6.1f} us CPU/req")
