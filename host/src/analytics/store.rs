@@ -290,9 +290,19 @@ impl MemoryStore {
             out.push(Change::Save(key.clone(), bucket.clone()));
         }
         // Kept in start order (`buckets` searches it). A bucket is closed after the last
-        // one but for a request filed more than an interval late (a stalled event loop).
-        let at = series.done.partition_point(|b| b.start <= bucket.start);
-        series.done.insert(at, bucket);
+        // one but for a request filed more than an interval late (a stalled event loop):
+        // only then is its place searched for (this runs on the event loop, for every
+        // series once per interval).
+        if series
+            .done
+            .back()
+            .is_some_and(|last| last.start > bucket.start)
+        {
+            let at = series.done.partition_point(|b| b.start <= bucket.start);
+            series.done.insert(at, bucket);
+        } else {
+            series.done.push_back(bucket);
+        }
     }
 }
 
