@@ -145,10 +145,11 @@ fn analyzer_tick(c: &mut Criterion) {
     let store = Arc::new(MemoryStore::new(settings(), None));
     let end: i64 = 1_800_000_000_000; // a whole minute
     let start = end - BUCKETS * 60_000;
-    // 12 requests a minute per route, with latencies spread over ~20 histogram bins (as
-    // real traffic spreads them: merging histograms is much of a tick's work).
-    for m in 0..BUCKETS {
-        let records: Vec<Record> = (0..ROUTES)
+    // One minute of traffic: 12 requests per route, with latencies spread over ~20
+    // histogram bins (as real traffic spreads them: merging histograms is much of a tick's
+    // work).
+    let minute = |m: i64| -> Vec<Record> {
+        (0..ROUTES)
             .flat_map(|r| {
                 (0..12).map(move |i| Record {
                     route: format!("/api/route/{r}").into(),
@@ -164,15 +165,31 @@ fn analyzer_tick(c: &mut Criterion) {
                     },
                 })
             })
-            .collect();
-        store.record(&records);
+            .collect()
+    };
+    for m in 0..BUCKETS {
+        store.record(&minute(m));
     }
     store.maintain(end + 1);
-    let analyzer = Analyzer::new(gw, store as Arc<dyn TrafficStore>, config, None);
+    let analyzer = Analyzer::new(gw, store.clone() as Arc<dyn TrafficStore>, config, None);
+    analyzer.tick(end + 1);
+    // Steady state: each tick comes a minute after the last, with that minute's traffic
+    // recorded (outside the measurement), so the window slides by one bucket a tick.
+    let mut m = BUCKETS;
     let mut g = c.benchmark_group("analyzer");
     g.sample_size(10);
     g.bench_function("tick over 10,000 routes x 60 buckets", |b| {
-        b.iter(|| black_box(analyzer.tick(end + 1)))
+        b.iter_batched(
+            || {
+                store.record(&minute(m));
+                m += 1;
+                let now = start + m * 60_000 + 1;
+                store.maintain(now);
+                now
+            },
+            |now| black_box(analyzer.tick(now)),
+            criterion::BatchSize::PerIteration,
+        )
     });
     g.finish();
 }
