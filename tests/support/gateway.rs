@@ -60,7 +60,10 @@ impl GatewayProc {
             sink.lock().unwrap().push_str(&text);
         });
 
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Only bounds a hang: a start returns as soon as the gateway listens. In a debug
+        // build each policy plugin takes ~2 s to compile on an idle core, several times
+        // that while other tests' gateways compile theirs on the same two cores.
+        let deadline = Instant::now() + Duration::from_secs(120);
         let (proxy, admin) = loop {
             let found = logs.lock().unwrap().iter().find_map(|l| {
                 let v: Value = serde_json::from_str(l).ok()?;
@@ -83,8 +86,9 @@ impl GatewayProc {
             }
             assert!(
                 Instant::now() < deadline,
-                "gateway did not start: {}",
-                stderr.lock().unwrap()
+                "gateway did not start: {}\n{}",
+                stderr.lock().unwrap(),
+                logs.lock().unwrap().join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));
         };
