@@ -12,3 +12,4 @@ pub mod recorder;
 pub mod routes;
 pub mod sqlite;
 pub mod store;
+pub mod windows;

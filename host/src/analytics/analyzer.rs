@@ -1,5 +1,6 @@
-//! The analyzer: on every tick it reads each route's and backend's buckets, computes
-//! baselines over the window, compares the most recent complete bucket against them, and
+//! The analyzer: on every tick it brings each route's and backend's window up to date
+//! (reading only the buckets completed since the last tick: [`Windows`]), computes
+//! baselines over it, compares the most recent complete bucket against them, and
 //! runs the policies: anomalies, per-route limits, breaker thresholds. On its own timer,
 //! [`Analyzer::rebalance`] turns backend baselines into balancer weights.
 //!
@@ -12,9 +13,10 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::anomaly::AnomalyLog;
-use super::baseline::{baseline, window};
+use super::baseline::{Sums, baseline, latency_of, window};
 use super::bucket::{UnixMs, align};
 use super::store::{SeriesKey, SeriesKind, TrafficStore};
+use super::windows::Windows;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::pace::Pacer;
@@ -79,6 +81,8 @@ pub struct Analyzer {
     /// Each configured route's rate-limit plugin, if any (by route index).
     route_policies: Vec<Option<String>>,
     pub anomalies: Mutex<AnomalyLog>,
+    /// Each series' window, kept between ticks (only the analyzer thread takes it).
+    windows: Mutex<Windows>,
     latest: ArcSwap<Analysis>,
 }
 
@@ -108,6 +112,7 @@ impl Analyzer {
             plugins,
             route_policies,
             anomalies,
+            windows: Mutex::default(),
             latest: ArcSwap::from_pointee(Analysis::default()),
         }
     }
@@ -140,6 +145,10 @@ impl Analyzer {
 
     pub fn anomalies(&self) -> std::sync::MutexGuard<'_, AnomalyLog> {
         self.anomalies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, Windows> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Recomputes every baseline, runs the policies and publishes their decisions.
@@ -187,6 +196,7 @@ impl Analyzer {
         self.publish_limits(&analysis, session.as_mut());
         drop(session);
         self.publish_thresholds(&analysis, clock);
+        self.windows().end_tick();
         self.latest.store(analysis.clone());
         timer.observe_duration();
         analysis
@@ -203,23 +213,20 @@ impl Analyzer {
         c: Clock,
     ) -> SeriesReport {
         let learn_after = ms(self.config.analytics.anomaly.learn_after);
-        let buckets = self.store.buckets(&key, c.from, c.bucket_ms + c.interval);
-        let (under_test, history): (Vec<_>, Vec<_>) =
-            buckets.into_iter().partition(|b| b.start == c.bucket_ms);
-        let first = first_seen.unwrap_or(c.bucket_ms);
-        let observed = baseline(&history, c.from, c.bucket_ms, first, c.interval);
         let since = self
             .anomalies()
             .active_since(anomalies_of)
             .filter(|s| c.bucket_ms - s < learn_after);
+        let mut windows = self.windows();
+        let w = windows.advance(&*self.store, &key, c.from, c.bucket_ms, c.interval);
+        let first = first_seen.unwrap_or(c.bucket_ms);
+        let observed = baseline(w.sums, w.latency, c.from, c.bucket_ms, first, c.interval);
         let learned = match since {
             Some(since) => {
-                let before: Vec<_> = history
-                    .iter()
-                    .filter(|b| b.start < since)
-                    .cloned()
-                    .collect();
-                let mut b = baseline(&before, c.from, since, first, c.interval);
+                // Rare (an ongoing anomaly): the window's start is summed afresh.
+                let before = || w.buckets.iter().filter(|b| b.start() < since);
+                let (sums, latency) = (Sums::of(before()), latency_of(before()));
+                let mut b = baseline(&sums, &latency, c.from, since, first, c.interval);
                 b.history_seconds = observed.history_seconds;
                 b
             }
@@ -230,7 +237,7 @@ impl Analyzer {
             first_seen_ms: first_seen,
             baseline: learned,
             observed,
-            current: window(under_test.first(), c.bucket_ms, c.interval),
+            current: window(w.current.as_deref(), c.bucket_ms, c.interval),
         }
     }
 

@@ -1,14 +1,142 @@
 //! Baseline maths: from a series' buckets over the analysis window to the statistics the
 //! policies read.
 
+use std::sync::Arc;
+
 use super::bucket::{Bucket, UnixMs};
 use super::histogram::DenseHistogram;
 use crate::policy::types::{Baseline, Stat, Window};
 
-/// Computes the baseline from the buckets that start in `[from, to)`. Intervals without a
-/// bucket count as zero traffic, but only since the series was first seen (`first_seen`).
+/// A completed bucket in a series' baseline window, with what the baseline reads of it
+/// worked out once.
+#[derive(Debug, Clone)]
+pub struct WindowBucket {
+    pub bucket: Arc<Bucket>,
+    /// Copied inline: the window's oldest bucket is checked on every tick.
+    start: UnixMs,
+    p99_ms: Option<f64>,
+}
+
+impl WindowBucket {
+    pub fn new(bucket: Arc<Bucket>) -> Self {
+        Self {
+            start: bucket.start,
+            p99_ms: bucket.latency_quantile_ms(0.99),
+            bucket,
+        }
+    }
+
+    pub fn start(&self) -> UnixMs {
+        self.start
+    }
+}
+
+/// Running sums over a window's buckets, which a baseline is computed from. A bucket is
+/// added as it joins the window and taken away as it leaves, so a tick's cost does not
+/// grow with the window: summing each series' 30 to 60 buckets again on every tick was
+/// most of the analyzer's time with thousands of routes (a cache miss per bucket).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sums {
+    buckets: u64,
+    requests: u64,
+    errors: u64,
+    latency_total_us: u64,
+    rate: Moments,
+    error_rate: Moments,
+    latency_mean_ms: Moments,
+    latency_p99_ms: Moments,
+}
+
+/// Count, sum and sum of squares of the values a [`Stat`] is computed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Moments {
+    n: u64,
+    sum: f64,
+    sum_sq: f64,
+}
+
+impl Moments {
+    fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.n += 1;
+            self.sum += v;
+            self.sum_sq += v * v;
+        }
+    }
+
+    fn remove(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.n = self.n.saturating_sub(1);
+            self.sum -= v;
+            self.sum_sq -= v * v;
+        }
+        if self.n == 0 {
+            // No rounding left behind by the values that came and went.
+            *self = Moments::default();
+        }
+    }
+
+    /// The statistic over `n` values (more than were added: the rest are zeros).
+    fn stat_over(&self, n: u64) -> Stat {
+        Stat::from_moments(n, self.sum, self.sum_sq)
+    }
+
+    fn stat(&self) -> Stat {
+        self.stat_over(self.n)
+    }
+}
+
+impl Sums {
+    /// The sums over `buckets`.
+    pub fn of<'a>(buckets: impl Iterator<Item = &'a WindowBucket>) -> Sums {
+        let mut sums = Sums::default();
+        for b in buckets {
+            sums.add(b);
+        }
+        sums
+    }
+
+    pub fn add(&mut self, b: &WindowBucket) {
+        let c = &b.bucket;
+        self.buckets += 1;
+        self.requests += c.requests;
+        self.errors += c.errors;
+        self.latency_total_us = self.latency_total_us.saturating_add(c.latency_total_us);
+        self.rate.add(Some(c.rate_per_minute()));
+        self.error_rate.add(c.error_rate());
+        self.latency_mean_ms.add(c.latency_mean_ms());
+        self.latency_p99_ms.add(b.p99_ms);
+    }
+
+    /// Takes away a bucket that was added.
+    pub fn remove(&mut self, b: &WindowBucket) {
+        let c = &b.bucket;
+        self.buckets = self.buckets.saturating_sub(1);
+        self.requests = self.requests.saturating_sub(c.requests);
+        self.errors = self.errors.saturating_sub(c.errors);
+        self.latency_total_us = self.latency_total_us.saturating_sub(c.latency_total_us);
+        self.rate.remove(Some(c.rate_per_minute()));
+        self.error_rate.remove(c.error_rate());
+        self.latency_mean_ms.remove(c.latency_mean_ms());
+        self.latency_p99_ms.remove(b.p99_ms);
+    }
+}
+
+/// The buckets' latency histograms summed.
+pub fn latency_of<'a>(buckets: impl Iterator<Item = &'a WindowBucket>) -> DenseHistogram {
+    let mut latency = DenseHistogram::default();
+    for b in buckets {
+        latency.absorb(&b.bucket.latency);
+    }
+    latency
+}
+
+/// Computes the baseline of a window from its buckets' sums and summed latency histogram.
+/// The window starts at `from` and ends at `to`; intervals without a bucket count as zero
+/// traffic, but only since the series was first seen (`first_seen`).
 pub fn baseline(
-    buckets: &[Bucket],
+    sums: &Sums,
+    latency: &DenseHistogram,
     from: UnixMs,
     to: UnixMs,
     first_seen: UnixMs,
@@ -20,40 +148,30 @@ pub fn baseline(
     } else {
         0
     };
-    let in_range: Vec<&Bucket> = buckets
-        .iter()
-        .filter(|b| b.start >= from && b.start < to)
-        .collect();
-    let busy: Vec<&&Bucket> = in_range.iter().filter(|b| b.requests > 0).collect();
-    let empty_intervals = (intervals as usize).saturating_sub(in_range.len());
-
-    let rates = in_range
-        .iter()
-        .map(|b| b.rate_per_minute())
-        .chain(std::iter::repeat_n(0.0, empty_intervals));
-    // The window's histogram is summed in a dense array: merging the buckets' compact
-    // histograms one by one allocated once per bucket (a third of the analyzer's time).
-    let mut total = Bucket::default();
-    let mut latency = DenseHistogram::default();
-    for b in &in_range {
-        total.absorb_counts(b);
-        latency.absorb(&b.latency);
-    }
-    total.latency = latency.to_sparse();
-    let ms = |us: f64| us / 1000.0;
+    let total = Bucket {
+        requests: sums.requests,
+        errors: sums.errors,
+        latency_total_us: sums.latency_total_us,
+        ..Default::default()
+    };
+    let ms = |us: Option<f64>| us.map_or(0.0, |us| us / 1000.0);
+    let [p50, p99] = latency.quantiles([0.5, 0.99]);
     Baseline {
         samples: u32::try_from(intervals).unwrap_or(u32::MAX),
         history_seconds: (to - first_seen).max(0) as f64 / 1000.0,
-        request_rate: Stat::of(rates),
-        error_rate: Stat::of(busy.iter().filter_map(|b| b.error_rate())),
-        latency_mean_ms: Stat::of(busy.iter().filter_map(|b| b.latency_mean_ms())),
-        latency_p99_ms: Stat::of(busy.iter().filter_map(|b| b.latency_quantile_ms(0.99))),
+        // Every interval is a sample of the rate: those without a bucket are zeros.
+        request_rate: sums
+            .rate
+            .stat_over(u64::try_from(intervals).unwrap_or(0).max(sums.buckets)),
+        error_rate: sums.error_rate.stat(),
+        latency_mean_ms: sums.latency_mean_ms.stat(),
+        latency_p99_ms: sums.latency_p99_ms.stat(),
         requests: total.requests,
         errors: total.errors,
         overall_error_rate: total.error_rate().unwrap_or(0.0),
         overall_latency_mean_ms: total.latency_mean_ms().unwrap_or(0.0),
-        overall_latency_p50_ms: total.latency.quantile(0.5).map_or(0.0, ms),
-        overall_latency_p99_ms: total.latency.quantile(0.99).map_or(0.0, ms),
+        overall_latency_p50_ms: ms(p50),
+        overall_latency_p99_ms: ms(p99),
     }
 }
 
@@ -86,7 +204,7 @@ mod tests {
     const MIN: i64 = 60_000;
 
     /// A one-minute bucket with `n` requests of `latency_ms`, `errors` of them failed.
-    fn bucket(start: i64, n: u64, errors: u64, latency_ms: u64) -> Bucket {
+    fn bucket(start: i64, n: u64, errors: u64, latency_ms: u64) -> WindowBucket {
         let mut b = OpenBucket::new(start, MIN);
         for i in 0..n {
             b.add(
@@ -99,7 +217,20 @@ mod tests {
                 true,
             );
         }
-        b.snapshot()
+        WindowBucket::new(Arc::new(b.snapshot()))
+    }
+
+    /// The baseline of buckets, as the analyzer computes it from its window.
+    fn of(buckets: &[WindowBucket], from: i64, to: i64, first_seen: i64) -> Baseline {
+        let latency = latency_of(buckets.iter());
+        baseline(
+            &Sums::of(buckets.iter()),
+            &latency,
+            from,
+            to,
+            first_seen,
+            MIN,
+        )
     }
 
     #[test]
@@ -112,7 +243,7 @@ mod tests {
             bucket(MIN, 20, 2, 20),
             bucket(2 * MIN, 30, 6, 30),
         ];
-        let b = baseline(&buckets, 0, 3 * MIN, 0, MIN);
+        let b = of(&buckets, 0, 3 * MIN, 0);
         assert_eq!(b.samples, 3);
         assert_eq!(b.history_seconds, 180.0);
         assert!((b.request_rate.mean - 20.0).abs() < 1e-9);
@@ -136,7 +267,7 @@ mod tests {
     #[test]
     fn quiet_intervals_count_as_zero_traffic() {
         // One busy minute out of four: rates 40, 0, 0, 0 → mean 10, stddev sqrt(300).
-        let b = baseline(&[bucket(0, 40, 0, 5)], 0, 4 * MIN, 0, MIN);
+        let b = of(&[bucket(0, 40, 0, 5)], 0, 4 * MIN, 0);
         assert_eq!(b.samples, 4);
         assert!((b.request_rate.mean - 10.0).abs() < 1e-9);
         assert!((b.request_rate.stddev - 300f64.sqrt()).abs() < 1e-9);
@@ -149,12 +280,11 @@ mod tests {
     #[test]
     fn history_starts_when_the_series_was_first_seen() {
         // Window is 10 minutes but the route appeared 2 minutes ago.
-        let b = baseline(
+        let b = of(
             &[bucket(8 * MIN, 5, 0, 5), bucket(9 * MIN, 5, 0, 5)],
             0,
             10 * MIN,
             8 * MIN,
-            MIN,
         );
         assert_eq!(b.samples, 2);
         assert_eq!(b.history_seconds, 120.0);
@@ -168,15 +298,45 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_taken_away_leaves_the_sums_of_the_rest() {
+        let (a, b, c) = (
+            bucket(0, 10, 1, 10),
+            bucket(MIN, 25, 5, 40),
+            bucket(2 * MIN, 7, 0, 3),
+        );
+        let mut sums = Sums::of([&a, &b, &c].into_iter());
+        sums.remove(&a);
+        let rest = Sums::of([&b, &c].into_iter());
+        assert_eq!((sums.buckets, sums.requests, sums.errors), (2, 32, 5));
+        assert_eq!(
+            (sums.latency_total_us, sums.error_rate.n),
+            (rest.latency_total_us, 2)
+        );
+        for (kept, fresh) in [
+            (sums.rate, rest.rate),
+            (sums.error_rate, rest.error_rate),
+            (sums.latency_mean_ms, rest.latency_mean_ms),
+            (sums.latency_p99_ms, rest.latency_p99_ms),
+        ] {
+            assert_eq!(kept.n, fresh.n);
+            assert!((kept.sum - fresh.sum).abs() < 1e-9 * fresh.sum.abs().max(1.0));
+            assert!((kept.sum_sq - fresh.sum_sq).abs() < 1e-9 * fresh.sum_sq.abs().max(1.0));
+        }
+        sums.remove(&b);
+        sums.remove(&c);
+        assert_eq!(sums, Sums::default(), "nothing left over once all are gone");
+    }
+
+    #[test]
     fn no_history_no_samples() {
-        let b = baseline(&[], 0, MIN, MIN, MIN);
+        let b = of(&[], 0, MIN, MIN);
         assert_eq!(b.samples, 0);
         assert_eq!(b.request_rate, Stat::default());
     }
 
     #[test]
     fn the_window_under_test() {
-        let w = window(Some(&bucket(MIN, 30, 3, 10)), MIN, MIN);
+        let w = window(Some(&bucket(MIN, 30, 3, 10).bucket), MIN, MIN);
         assert_eq!(
             (w.requests, w.request_rate, w.error_rate),
             (30, 30.0, Some(0.1))

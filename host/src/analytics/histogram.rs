@@ -77,6 +77,49 @@ impl DenseHistogram {
         }
     }
 
+    /// Takes away a compact histogram's counts (one that was absorbed before: counts
+    /// that saturated at `u32::MAX` do not come back exactly).
+    pub fn remove(&mut self, h: &Histogram) {
+        let Some(counts) = self.counts.as_deref_mut() else {
+            return;
+        };
+        for (i, c) in &h.bins {
+            if let Some(slot) = counts.get_mut(usize::from(*i)) {
+                *slot = slot.saturating_sub(*c);
+            }
+        }
+    }
+
+    /// The quantiles `qs` (each 0 < q ≤ 1, ascending) in microseconds, as
+    /// [`Histogram::quantile`] gives them; `None` when empty. One pass over the bins for
+    /// all of them.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
+        let mut out = [None; N];
+        let Some(counts) = self.counts.as_deref() else {
+            return out;
+        };
+        let total: u64 = counts.iter().map(|c| u64::from(*c)).sum();
+        if total == 0 {
+            return out;
+        }
+        let rank = |q: f64| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut next = 0;
+        let mut seen = 0u64;
+        for (index, count) in counts.iter().enumerate() {
+            seen += u64::from(*count);
+            while let Some(q) = qs.get(next)
+                && seen >= rank(*q)
+            {
+                out[next] = Some(bin_value(index));
+                next += 1;
+            }
+            if next == N {
+                break;
+            }
+        }
+        out
+    }
+
     pub fn to_sparse(&self) -> Histogram {
         let Some(counts) = &self.counts else {
             return Histogram::default();
@@ -228,6 +271,19 @@ mod tests {
             "small values are exact"
         );
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn dense_and_compact_quantiles_agree() {
+        let values: Vec<u64> = (0..5_000u64).map(|i| (i * 7919) % 40_000).collect();
+        let mut dense = DenseHistogram::default();
+        for v in &values {
+            dense.add(*v);
+        }
+        let sparse = dense.to_sparse();
+        let qs = [0.01, 0.5, 0.5, 0.9, 0.99, 1.0];
+        assert_eq!(dense.quantiles(qs), qs.map(|q| sparse.quantile(q)));
+        assert_eq!(DenseHistogram::default().quantiles([0.5]), [None]);
     }
 
     #[test]

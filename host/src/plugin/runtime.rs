@@ -309,7 +309,7 @@ impl host::Host for HostState {
         let from = to - limit * self.ctx.interval_ms;
         let buckets = store.buckets(&key, from, to);
         let skip = buckets.len().saturating_sub(limit as usize);
-        buckets[skip..].iter().map(convert::bucket).collect()
+        buckets[skip..].iter().map(|b| convert::bucket(b)).collect()
     }
 
     fn now_ms(&mut self) -> i64 {

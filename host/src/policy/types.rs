@@ -10,14 +10,9 @@ pub struct Stat {
 }
 
 impl Stat {
-    /// Mean and standard deviation of `values`; zeros when empty.
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Stat {
-        let (mut n, mut sum, mut sum_sq) = (0u64, 0.0, 0.0);
-        for v in values {
-            n += 1;
-            sum += v;
-            sum_sq += v * v;
-        }
+    /// Mean and standard deviation of `n` values with this sum and sum of squares; zeros
+    /// when `n` is zero.
+    pub fn from_moments(n: u64, sum: f64, sum_sq: f64) -> Stat {
         if n == 0 {
             return Stat::default();
         }

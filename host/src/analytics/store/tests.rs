@@ -51,11 +51,12 @@ fn requests_land_in_the_bucket_of_their_interval() {
         s.buckets(&SeriesKey::Backend("b2".into()), 0, 10 * SEC)[0].start,
         2_000
     );
-    let names: Vec<_> = s
+    let mut names: Vec<_> = s
         .series(SeriesKind::Backend)
         .into_iter()
         .map(|(k, _)| k.name().to_string())
         .collect();
+    names.sort();
     assert_eq!(names, ["b1", "b2"]);
     let pair = SeriesKey::Pair("/a".into(), "b1".into());
     assert_eq!(
