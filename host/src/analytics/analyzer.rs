@@ -6,7 +6,7 @@
 //!
 //! `tick` and `rebalance` take the time as an argument, so tests drive them by hand.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::anomaly::AnomalyLog;
 use super::baseline::{Sums, baseline, latency_of, window};
 use super::bucket::{UnixMs, align};
+use super::histogram::DenseHistogram;
 use super::store::{SeriesKey, SeriesKind, TrafficStore};
 use super::windows::Windows;
 use crate::config::Config;
@@ -166,9 +167,10 @@ impl Analyzer {
         };
         // Yields the core between series (`pace`): with a thousand routes a tick is long.
         let mut pacer = Pacer::default();
+        let ongoing = self.anomalies().ongoing_since();
         let mut report = |key: SeriesKey, first_seen: Option<UnixMs>| {
             pacer.pause_if_due();
-            self.report(key.clone(), &key, first_seen, clock)
+            self.report(key.clone(), &key, first_seen, clock, &ongoing)
         };
         let routes = self.series(
             SeriesKind::Route,
@@ -203,29 +205,38 @@ impl Analyzer {
     }
 
     /// A series' baselines and bucket under test. `anomalies_of` names the series whose
-    /// ongoing anomaly (if any, for up to `learn_after`) keeps its buckets out of the
-    /// learned baseline.
+    /// ongoing anomaly (if any, for up to `learn_after`; `ongoing`: when each series' began)
+    /// keeps its buckets out of the learned baseline.
     fn report(
         &self,
         key: SeriesKey,
         anomalies_of: &SeriesKey,
         first_seen: Option<UnixMs>,
         c: Clock,
+        ongoing: &HashMap<SeriesKey, UnixMs>,
     ) -> SeriesReport {
         let learn_after = ms(self.config.analytics.anomaly.learn_after);
-        let since = self
-            .anomalies()
-            .active_since(anomalies_of)
-            .filter(|s| c.bucket_ms - s < learn_after);
+        let since = if ongoing.is_empty() {
+            None
+        } else {
+            ongoing.get(anomalies_of).copied()
+        }
+        .filter(|s| c.bucket_ms - s < learn_after);
         let mut windows = self.windows();
         let w = windows.advance(&*self.store, &key, c.from, c.bucket_ms, c.interval);
         let first = first_seen.unwrap_or(c.bucket_ms);
         let observed = baseline(w.sums, w.latency, c.from, c.bucket_ms, first, c.interval);
         let learned = match since {
             Some(since) => {
-                // Rare (an ongoing anomaly): the window's start is summed afresh.
-                let before = || w.buckets.iter().filter(|b| b.start() < since);
-                let (sums, latency) = (Sums::of(before()), latency_of(before()));
+                // During an anomaly: the window's start is summed afresh (a pair's
+                // buckets have no histograms to sum).
+                let before = || w.buckets.iter().take_while(|b| b.start() < since);
+                let latency = if w.latency.is_unused() {
+                    DenseHistogram::default()
+                } else {
+                    latency_of(before())
+                };
+                let sums = Sums::of(before());
                 let mut b = baseline(&sums, &latency, c.from, since, first, c.interval);
                 b.history_seconds = observed.history_seconds;
                 b
@@ -248,7 +259,7 @@ impl Analyzer {
         kind: SeriesKind,
         configured: impl Iterator<Item = Arc<str>>,
     ) -> Vec<(Arc<str>, Option<UnixMs>)> {
-        let known: std::collections::HashMap<Arc<str>, UnixMs> = self
+        let known: HashMap<Arc<str>, UnixMs> = self
             .store
             .series(kind)
             .into_iter()
@@ -365,8 +376,10 @@ impl Analyzer {
                 .set(value);
         };
         let mut pacer = Pacer::default();
-        let pairs: std::collections::HashMap<SeriesKey, UnixMs> =
+        let pairs: HashMap<SeriesKey, UnixMs> =
             self.store.series(SeriesKind::Pair).into_iter().collect();
+        // After this tick's detection: a route's new anomaly keeps its pairs' baselines clean.
+        let ongoing = self.anomalies().ongoing_since();
         for backend in &self.gw.backends {
             let own = analysis
                 .backend(&backend.label)
@@ -385,6 +398,7 @@ impl Analyzer {
                         &SeriesKey::Route(route.label.clone()),
                         Some(*first),
                         clock,
+                        &ongoing,
                     );
                     learned(&report.baseline)
                 });

@@ -234,14 +234,16 @@ impl AnomalyLog {
         out
     }
 
-    /// When the earliest ongoing anomaly of a series started.
-    pub fn active_since(&self, key: &SeriesKey) -> Option<UnixMs> {
-        // One lookup per metric (see `observe`).
-        Metric::ALL
-            .into_iter()
-            .filter_map(|m| self.active.get(&(key.clone(), m)))
-            .map(|a| a.started_ms)
-            .min()
+    /// When the earliest ongoing anomaly of each series with one started: one map for a
+    /// whole tick, looked up per series, rather than a lookup per metric per series.
+    pub fn ongoing_since(&self) -> HashMap<SeriesKey, UnixMs> {
+        let mut out: HashMap<SeriesKey, UnixMs> = HashMap::with_capacity(self.active.len());
+        for ((key, _), a) in &self.active {
+            out.entry(key.clone())
+                .and_modify(|s| *s = (*s).min(a.started_ms))
+                .or_insert(a.started_ms);
+        }
+        out
     }
 
     /// Anomalies of a route that started at or after `since`.

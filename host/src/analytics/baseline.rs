@@ -8,12 +8,19 @@ use super::histogram::DenseHistogram;
 use crate::policy::types::{Baseline, Stat, Window};
 
 /// A completed bucket in a series' baseline window, with what the baseline reads of it
-/// worked out once.
+/// worked out once and kept inline: summing a window's start afresh (during an anomaly)
+/// then reads one contiguous array instead of following a pointer per bucket.
 #[derive(Debug, Clone)]
 pub struct WindowBucket {
+    /// The bucket itself, for its latency histogram.
     pub bucket: Arc<Bucket>,
-    /// Copied inline: the window's oldest bucket is checked on every tick.
     start: UnixMs,
+    requests: u64,
+    errors: u64,
+    latency_total_us: u64,
+    rate_per_minute: f64,
+    error_rate: Option<f64>,
+    latency_mean_ms: Option<f64>,
     p99_ms: Option<f64>,
 }
 
@@ -21,6 +28,12 @@ impl WindowBucket {
     pub fn new(bucket: Arc<Bucket>) -> Self {
         Self {
             start: bucket.start,
+            requests: bucket.requests,
+            errors: bucket.errors,
+            latency_total_us: bucket.latency_total_us,
+            rate_per_minute: bucket.rate_per_minute(),
+            error_rate: bucket.error_rate(),
+            latency_mean_ms: bucket.latency_mean_ms(),
             p99_ms: bucket.latency_quantile_ms(0.99),
             bucket,
         }
@@ -97,27 +110,25 @@ impl Sums {
     }
 
     pub fn add(&mut self, b: &WindowBucket) {
-        let c = &b.bucket;
         self.buckets += 1;
-        self.requests += c.requests;
-        self.errors += c.errors;
-        self.latency_total_us = self.latency_total_us.saturating_add(c.latency_total_us);
-        self.rate.add(Some(c.rate_per_minute()));
-        self.error_rate.add(c.error_rate());
-        self.latency_mean_ms.add(c.latency_mean_ms());
+        self.requests += b.requests;
+        self.errors += b.errors;
+        self.latency_total_us = self.latency_total_us.saturating_add(b.latency_total_us);
+        self.rate.add(Some(b.rate_per_minute));
+        self.error_rate.add(b.error_rate);
+        self.latency_mean_ms.add(b.latency_mean_ms);
         self.latency_p99_ms.add(b.p99_ms);
     }
 
     /// Takes away a bucket that was added.
     pub fn remove(&mut self, b: &WindowBucket) {
-        let c = &b.bucket;
         self.buckets = self.buckets.saturating_sub(1);
-        self.requests = self.requests.saturating_sub(c.requests);
-        self.errors = self.errors.saturating_sub(c.errors);
-        self.latency_total_us = self.latency_total_us.saturating_sub(c.latency_total_us);
-        self.rate.remove(Some(c.rate_per_minute()));
-        self.error_rate.remove(c.error_rate());
-        self.latency_mean_ms.remove(c.latency_mean_ms());
+        self.requests = self.requests.saturating_sub(b.requests);
+        self.errors = self.errors.saturating_sub(b.errors);
+        self.latency_total_us = self.latency_total_us.saturating_sub(b.latency_total_us);
+        self.rate.remove(Some(b.rate_per_minute));
+        self.error_rate.remove(b.error_rate);
+        self.latency_mean_ms.remove(b.latency_mean_ms);
         self.latency_p99_ms.remove(b.p99_ms);
     }
 }

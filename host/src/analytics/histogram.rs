@@ -77,6 +77,12 @@ impl DenseHistogram {
         }
     }
 
+    /// True until a value or histogram has been added (route × backend pairs never add
+    /// any).
+    pub fn is_unused(&self) -> bool {
+        self.counts.is_none()
+    }
+
     /// Takes away a compact histogram's counts (one that was absorbed before: counts
     /// that saturated at `u32::MAX` do not come back exactly).
     pub fn remove(&mut self, h: &Histogram) {
