@@ -205,9 +205,6 @@ fn apply(
             "INSERT OR REPLACE INTO buckets ({COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         ))?;
-        let mut delete = tx.prepare_cached(
-            "DELETE FROM buckets WHERE start_ms = ?1 AND kind = ?2 AND name = ?3 AND backend = ?4",
-        )?;
         let mut save = |key: &SeriesKey, b: &Bucket| {
             let (kind, name, backend) = kind_name(key);
             let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -239,17 +236,15 @@ fn apply(
                 pacer.pause_if_due();
                 match change {
                     Change::Save(key, b) => save(&key, &b)?,
-                    Change::Replace {
-                        key,
-                        merged,
-                        bucket,
-                    } => {
-                        let (kind, name, backend) = kind_name(&key);
-                        for start in merged {
-                            delete.execute(params![start, kind, name, backend])?;
-                        }
-                        save(&key, &bucket)?
-                    }
+                    Change::RollUp {
+                        from,
+                        before,
+                        width,
+                    } => tx.execute(
+                        "DELETE FROM buckets
+                         WHERE start_ms >= ?1 AND start_ms < ?2 AND interval_ms < ?3",
+                        [from, before, width],
+                    )?,
                     Change::Expire(before) => {
                         tx.execute("DELETE FROM buckets WHERE start_ms < ?1", [before])?
                     }
@@ -373,6 +368,14 @@ mod tests {
                 store.record(&[rec("/old", t * 1000, 100)]);
             }
             store.record(&[rec("/new", 2_900_000, 100)]);
+            // Another series: two seconds of one minute, one of another, and one second
+            // after the roll-up boundary, which stays as it is.
+            store.record(&[
+                rec("/other", 2_881_000, 100),
+                rec("/other", 2_882_000, 100),
+                rec("/other", 2_950_000, 100),
+                rec("/other", 3_000_000, 100),
+            ]);
             store.maintain(3_600_500); // /old expired; /new rolled up into a 1-minute bucket
             // A late bucket of the same minute is merged into the rolled-up one.
             store.record(&[rec("/new", 2_910_000, 100)]);
@@ -380,12 +383,31 @@ mod tests {
             persist.close();
         }
         let (_, loaded) = open(&path, 0).unwrap();
-        let routes: Vec<_> = loaded
+        let mut routes: Vec<_> = loaded
             .iter()
             .filter(|(k, _)| matches!(k, SeriesKey::Route(_)))
             .map(|(k, b)| (k.name().to_string(), b.start, b.interval_ms, b.requests))
             .collect();
-        assert_eq!(routes, [("/new".to_owned(), 2_880_000, 60_000, 2)]);
+        routes.sort();
+        let row =
+            |name: &str, start, interval, requests| (name.to_owned(), start, interval, requests);
+        assert_eq!(
+            routes,
+            [
+                row("/new", 2_880_000, 60_000, 2),
+                row("/other", 2_880_000, 60_000, 2),
+                row("/other", 2_940_000, 60_000, 1),
+                row("/other", 3_000_000, 1_000, 1),
+            ]
+        );
+        // The backend's and pairs' fine buckets went the same way: nothing finer than a
+        // minute is left before the boundary.
+        assert!(
+            loaded
+                .iter()
+                .all(|(_, b)| b.interval_ms == 60_000 || b.start >= 3_000_000),
+            "{loaded:?}"
+        );
     }
 
     #[test]

@@ -304,11 +304,19 @@ fn a_key_and_its_borrowed_form_hash_alike() {
         assert_eq!(key.as_ref().to_owned(), key);
     }
     // The same name as a route and as a backend are two series.
-    let (route, backend) = (SeriesKey::Route(r.clone()), SeriesKey::Backend(r));
+    let (route, backend) = (SeriesKey::Route(r.clone()), SeriesKey::Backend(r.clone()));
     assert!(!hashbrown::Equivalent::equivalent(
         &route.as_ref(),
         &backend
     ));
+    // Names match by content, not only when they share an allocation.
+    let (copy, other): (Arc<str>, Arc<str>) = ("/a".into(), "/b".into());
+    let equivalent = |k: KeyRef<'_>, key: &SeriesKey| hashbrown::Equivalent::equivalent(&k, key);
+    assert!(equivalent(KeyRef::Route(&copy), &route));
+    assert!(!equivalent(KeyRef::Route(&other), &route));
+    let pair = SeriesKey::Pair(r.clone(), b.clone());
+    assert!(equivalent(KeyRef::Pair(&copy, &b), &pair));
+    assert!(!equivalent(KeyRef::Pair(&r, &other), &pair));
 }
 
 #[test]
