@@ -13,9 +13,8 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::anomaly::AnomalyLog;
-use super::baseline::{Sums, baseline, latency_of, window};
+use super::baseline::{baseline, window};
 use super::bucket::{UnixMs, align};
-use super::histogram::DenseHistogram;
 use super::store::{SeriesKey, SeriesKind, TrafficStore};
 use super::windows::Windows;
 use crate::config::Config;
@@ -223,25 +222,17 @@ impl Analyzer {
         }
         .filter(|s| c.bucket_ms - s < learn_after);
         let mut windows = self.windows();
-        let w = windows.advance(&*self.store, &key, c.from, c.bucket_ms, c.interval);
+        let w = windows.advance(&*self.store, &key, c.from, c.bucket_ms, c.interval, since);
         let first = first_seen.unwrap_or(c.bucket_ms);
-        let observed = baseline(w.sums, w.latency, c.from, c.bucket_ms, first, c.interval);
-        let learned = match since {
-            Some(since) => {
-                // During an anomaly: the window's start is summed afresh (a pair's
-                // buckets have no histograms to sum).
-                let before = || w.buckets.iter().take_while(|b| b.start() < since);
-                let latency = if w.latency.is_unused() {
-                    DenseHistogram::default()
-                } else {
-                    latency_of(before())
-                };
-                let sums = Sums::of(before());
-                let mut b = baseline(&sums, &latency, c.from, since, first, c.interval);
+        let observed = baseline(&w.sums(), w.latency, c.from, c.bucket_ms, first, c.interval);
+        let learned = match (since, w.latency_before) {
+            (Some(since), Some(latency)) => {
+                let sums = w.sums_before(since);
+                let mut b = baseline(&sums, latency, c.from, since, first, c.interval);
                 b.history_seconds = observed.history_seconds;
                 b
             }
-            None => observed.clone(),
+            _ => observed.clone(),
         };
         SeriesReport {
             name: key.name().clone(),

@@ -44,10 +44,7 @@ impl WindowBucket {
     }
 }
 
-/// Running sums over a window's buckets, which a baseline is computed from. A bucket is
-/// added as it joins the window and taken away as it leaves, so a tick's cost does not
-/// grow with the window: summing each series' 30 to 60 buckets again on every tick was
-/// most of the analyzer's time with thousands of routes (a cache miss per bucket).
+/// Sums over a window's buckets, which a baseline is computed from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sums {
     buckets: u64,
@@ -74,18 +71,6 @@ impl Moments {
             self.n += 1;
             self.sum += v;
             self.sum_sq += v * v;
-        }
-    }
-
-    fn remove(&mut self, v: Option<f64>) {
-        if let Some(v) = v {
-            self.n = self.n.saturating_sub(1);
-            self.sum -= v;
-            self.sum_sq -= v * v;
-        }
-        if self.n == 0 {
-            // No rounding left behind by the values that came and went.
-            *self = Moments::default();
         }
     }
 
@@ -118,18 +103,6 @@ impl Sums {
         self.error_rate.add(b.error_rate);
         self.latency_mean_ms.add(b.latency_mean_ms);
         self.latency_p99_ms.add(b.p99_ms);
-    }
-
-    /// Takes away a bucket that was added.
-    pub fn remove(&mut self, b: &WindowBucket) {
-        self.buckets = self.buckets.saturating_sub(1);
-        self.requests = self.requests.saturating_sub(b.requests);
-        self.errors = self.errors.saturating_sub(b.errors);
-        self.latency_total_us = self.latency_total_us.saturating_sub(b.latency_total_us);
-        self.rate.remove(Some(b.rate_per_minute));
-        self.error_rate.remove(b.error_rate);
-        self.latency_mean_ms.remove(b.latency_mean_ms);
-        self.latency_p99_ms.remove(b.p99_ms);
     }
 }
 
@@ -306,36 +279,6 @@ mod tests {
                 stddev: 0.0
             }
         );
-    }
-
-    #[test]
-    fn a_bucket_taken_away_leaves_the_sums_of_the_rest() {
-        let (a, b, c) = (
-            bucket(0, 10, 1, 10),
-            bucket(MIN, 25, 5, 40),
-            bucket(2 * MIN, 7, 0, 3),
-        );
-        let mut sums = Sums::of([&a, &b, &c].into_iter());
-        sums.remove(&a);
-        let rest = Sums::of([&b, &c].into_iter());
-        assert_eq!((sums.buckets, sums.requests, sums.errors), (2, 32, 5));
-        assert_eq!(
-            (sums.latency_total_us, sums.error_rate.n),
-            (rest.latency_total_us, 2)
-        );
-        for (kept, fresh) in [
-            (sums.rate, rest.rate),
-            (sums.error_rate, rest.error_rate),
-            (sums.latency_mean_ms, rest.latency_mean_ms),
-            (sums.latency_p99_ms, rest.latency_p99_ms),
-        ] {
-            assert_eq!(kept.n, fresh.n);
-            assert!((kept.sum - fresh.sum).abs() < 1e-9 * fresh.sum.abs().max(1.0));
-            assert!((kept.sum_sq - fresh.sum_sq).abs() < 1e-9 * fresh.sum_sq.abs().max(1.0));
-        }
-        sums.remove(&b);
-        sums.remove(&c);
-        assert_eq!(sums, Sums::default(), "nothing left over once all are gone");
     }
 
     #[test]
