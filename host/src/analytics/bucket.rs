@@ -112,21 +112,6 @@ impl Bucket {
         self.latency.merge(&other.latency);
     }
 
-    /// The bucket's counts and totals, without its histogram.
-    pub fn counts(&self) -> Bucket {
-        Bucket {
-            start: self.start,
-            interval_ms: self.interval_ms,
-            requests: self.requests,
-            errors: self.errors,
-            latency_total_us: self.latency_total_us,
-            latency_max_us: self.latency_max_us,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            latency: Histogram::default(),
-        }
-    }
-
     /// Adds another bucket's counts and totals, not its histogram.
     pub fn absorb_counts(&mut self, other: &Bucket) {
         self.requests += other.requests;
