@@ -8,8 +8,8 @@ use super::histogram::DenseHistogram;
 use crate::policy::types::{Baseline, Stat, Window};
 
 /// A completed bucket in a series' baseline window, with what the baseline reads of it
-/// worked out once and kept inline: summing a window's start afresh (during an anomaly)
-/// then reads one contiguous array instead of following a pointer per bucket.
+/// worked out once (its p99 among them) and kept inline: a window is summed on every tick,
+/// by reading one contiguous array instead of following a pointer per bucket.
 #[derive(Debug, Clone)]
 pub struct WindowBucket {
     /// The bucket itself, for its latency histogram.
@@ -94,7 +94,7 @@ impl Sums {
         sums
     }
 
-    pub fn add(&mut self, b: &WindowBucket) {
+    fn add(&mut self, b: &WindowBucket) {
         self.buckets += 1;
         self.requests += b.requests;
         self.errors += b.errors;
