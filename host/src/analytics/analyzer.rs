@@ -215,12 +215,10 @@ impl Analyzer {
         ongoing: &HashMap<SeriesKey, UnixMs>,
     ) -> SeriesReport {
         let learn_after = ms(self.config.analytics.anomaly.learn_after);
-        let since = if ongoing.is_empty() {
-            None
-        } else {
-            ongoing.get(anomalies_of).copied()
-        }
-        .filter(|s| c.bucket_ms - s < learn_after);
+        let since = ongoing
+            .get(anomalies_of)
+            .copied()
+            .filter(|s| c.bucket_ms - s < learn_after);
         let mut windows = self.windows();
         let w = windows.advance(&*self.store, &key, c.from, c.bucket_ms, c.interval, since);
         let first = first_seen.unwrap_or(c.bucket_ms);

@@ -394,10 +394,11 @@ impl TrafficStore for MemoryStore {
         let Some(series) = map.get(key) else {
             return Vec::new();
         };
-        // `done` is in start order: the window is found by walking back from the newest
-        // bucket, not by reading a series' whole history (up to `retention`). The walk
-        // touches one bucket more than it returns (the analyzer asks for the one or two
-        // completed since its last tick), where a binary search touched ~10 scattered ones.
+        // `done` is in start order: the range is found by walking back from the newest
+        // bucket to `from`. The analyzer asks for the one or two buckets completed since
+        // its last tick, so the walk touches those and one more, where a binary search
+        // touched ~10 scattered ones (a cache miss each); a range far in the past costs a
+        // walk over what came after it.
         let first = series.done.len()
             - series
                 .done
