@@ -37,6 +37,11 @@ fn bin_range(index: usize) -> (f64, f64) {
     ((1u64 << exp) as f64 + sub as f64 * width, width)
 }
 
+/// How many of `total` values lie at or below the `q` quantile (at least one).
+fn rank(q: f64, total: u64) -> u64 {
+    ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1)
+}
+
 /// A value representing a bin: its midpoint.
 fn bin_value(index: usize) -> f64 {
     let (low, width) = bin_range(index);
@@ -77,12 +82,6 @@ impl DenseHistogram {
         }
     }
 
-    /// True until a value or histogram has been added (route × backend pairs never add
-    /// any).
-    pub fn is_unused(&self) -> bool {
-        self.counts.is_none()
-    }
-
     /// Takes away a compact histogram's counts (one that was absorbed before: counts
     /// that saturated at `u32::MAX` do not come back exactly).
     pub fn remove(&mut self, h: &Histogram) {
@@ -108,13 +107,12 @@ impl DenseHistogram {
         if total == 0 {
             return out;
         }
-        let rank = |q: f64| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut next = 0;
         let mut seen = 0u64;
         for (index, count) in counts.iter().enumerate() {
             seen += u64::from(*count);
             while let Some(q) = qs.get(next)
-                && seen >= rank(*q)
+                && seen >= rank(*q, total)
             {
                 out[next] = Some(bin_value(index));
                 next += 1;
@@ -194,7 +192,7 @@ impl Histogram {
         if total == 0 {
             return None;
         }
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let rank = rank(q, total);
         let mut seen = 0u64;
         for (index, count) in &self.bins {
             seen += u64::from(*count);
