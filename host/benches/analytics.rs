@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use microgate::analytics::analyzer::Analyzer;
-use microgate::analytics::bucket::Sample;
+use microgate::analytics::bucket::{Bucket, Sample};
 use microgate::analytics::recorder::recorder;
-use microgate::analytics::store::{MemoryStore, Record, StoreSettings, TrafficStore};
+use microgate::analytics::store::{MemoryStore, Record, SeriesKey, StoreSettings, TrafficStore};
 use microgate::config::Config;
 use microgate::gateway::Gateway;
 use microgate::metrics::Metrics;
@@ -119,6 +119,54 @@ fn maintain_pass(c: &mut Criterion) {
             || {
                 store.record(&batch(second));
                 second += 1;
+                second * 1000
+            },
+            |now| store.maintain(now),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+
+    // The pass that rolls up (every `rollup_interval`), an hour into the benchmark's routes
+    // scenario: 1 s buckets rolled into 10 s ones after a minute, 48 h retention, so each
+    // series holds ~360 rolled-up buckets and 60 fine ones. It merges ten buckets a series.
+    let settings = StoreSettings {
+        interval_ms: 1_000,
+        retention_ms: 48 * 3_600_000,
+        rollup_after_ms: 60_000,
+        rollup_interval_ms: 10_000,
+    };
+    let store = MemoryStore::new(settings, None);
+    let hour = start + 3600;
+    let mut history = Vec::new();
+    for r in batch(0) {
+        let keys = [
+            SeriesKey::Route(r.route.clone()),
+            SeriesKey::Pair(r.route.clone(), r.backend.clone().unwrap()),
+        ];
+        for key in keys {
+            let coarse = (start..hour - 60).step_by(10).map(|s| (s, 10_000));
+            let fine = (hour - 60..hour).map(|s| (s, 1_000));
+            for (s, width) in coarse.chain(fine) {
+                let bucket = Bucket {
+                    start: s * 1000,
+                    interval_ms: width,
+                    requests: 1,
+                    ..Default::default()
+                };
+                history.push((key.clone(), bucket));
+            }
+        }
+    }
+    store.load(history, hour * 1000);
+    store.maintain(hour * 1000); // the first pass looks at everything
+    let mut second = hour;
+    g.bench_function("maintain, rolling up: 2,000 series x 420 buckets", |b| {
+        b.iter_batched(
+            || {
+                for _ in 0..10 {
+                    store.record(&batch(second));
+                    second += 1;
+                }
                 second * 1000
             },
             |now| store.maintain(now),

@@ -208,8 +208,25 @@ struct Series {
     /// Start of the oldest bucket ever seen (kept across expiry: it dates the history).
     first: UnixMs,
     /// Completed buckets in start order, shared with persistence and the analyzer.
-    done: VecDeque<Arc<Bucket>>,
+    done: VecDeque<Done>,
     open: Option<OpenBucket>,
+}
+
+/// A completed bucket and its start. The start is kept beside the bucket so that the
+/// store searches, trims and orders a series' history without reading its buckets, each a
+/// separate allocation and so a cache miss (~2,000 series on every pass of the event loop).
+struct Done {
+    start: UnixMs,
+    bucket: Arc<Bucket>,
+}
+
+impl Done {
+    fn new(bucket: Arc<Bucket>) -> Self {
+        Self {
+            start: bucket.start,
+            bucket,
+        }
+    }
 }
 
 // === impl MemoryStore ===
@@ -241,7 +258,7 @@ impl MemoryStore {
             if bucket.start == current && bucket.interval_ms == self.settings.interval_ms {
                 series.open = Some(OpenBucket::resume(&bucket));
             } else {
-                series.done.push_back(Arc::new(bucket));
+                series.done.push_back(Done::new(Arc::new(bucket)));
             }
         }
         for series in map.values_mut() {
@@ -308,15 +325,16 @@ impl MemoryStore {
         // one but for a request filed more than an interval late (a stalled event loop):
         // only then is its place searched for (this runs on the event loop, for every
         // series once per interval).
+        let done = Done::new(bucket);
         if series
             .done
             .back()
-            .is_some_and(|last| last.start > bucket.start)
+            .is_some_and(|last| last.start > done.start)
         {
-            let at = series.done.partition_point(|b| b.start <= bucket.start);
-            series.done.insert(at, bucket);
+            let at = series.done.partition_point(|b| b.start <= done.start);
+            series.done.insert(at, done);
         } else {
-            series.done.push_back(bucket);
+            series.done.push_back(done);
         }
     }
 }
@@ -352,8 +370,14 @@ impl TrafficStore for MemoryStore {
         let mut expired = false;
         let mut map = self.write();
         // Under the lock, so no closing bucket is judged against a stale `rolled_before`.
-        let moved = self.rolled_before.swap(rollup_before, Ordering::Relaxed) != rollup_before;
-        let roll = self.late.swap(false, Ordering::Relaxed) || moved;
+        let previous = self.rolled_before.swap(rollup_before, Ordering::Relaxed);
+        let late = self.late.swap(false, Ordering::Relaxed);
+        let roll = late || previous != rollup_before;
+        // Every fine bucket before `previous` was rolled up by the pass that set it, unless
+        // one closed late since: a pass looks from there on, at a series' last few dozen
+        // buckets rather than its whole history (~400 at the defaults, a cache miss each).
+        // The first pass, and one after a late bucket, look at everything.
+        let since = if late { UnixMs::MIN } else { previous };
         // The rolled-up buckets, and the start of the earliest bucket they merged.
         let mut rolled = Vec::new();
         let mut rolled_from = UnixMs::MAX;
@@ -367,7 +391,8 @@ impl TrafficStore for MemoryStore {
                 series.done.pop_front();
                 expired = true;
             }
-            if roll && let Some(from) = self.roll_up(key, series, rollup_before, &mut rolled) {
+            if roll && let Some(from) = self.roll_up(key, series, since, rollup_before, &mut rolled)
+            {
                 rolled_from = rolled_from.min(from);
             }
         }
@@ -394,23 +419,13 @@ impl TrafficStore for MemoryStore {
         let Some(series) = map.get(key) else {
             return Vec::new();
         };
-        // `done` is in start order: the range is found by walking back from the newest
-        // bucket to `from`. The analyzer asks for the one or two buckets completed since
-        // its last tick, so the walk touches those and one more, where a binary search
-        // touched ~10 scattered ones (a cache miss each); a range far in the past costs a
-        // walk over what came after it.
-        let first = series.done.len()
-            - series
-                .done
-                .iter()
-                .rev()
-                .take_while(|b| b.start >= from)
-                .count();
+        // `done` is in start order, with the starts inline: a binary search reads no bucket.
+        let first = series.done.partition_point(|b| b.start < from);
         let mut out: Vec<Arc<Bucket>> = series
             .done
             .range(first..)
             .take_while(|b| b.start < to)
-            .cloned()
+            .map(|b| b.bucket.clone())
             .collect();
         if let Some(open) = &series.open
             && open.start >= from
@@ -464,13 +479,15 @@ impl MemoryStore {
         self.closed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Merges full-resolution buckets that start before `before` into `rollup_interval`
-    /// buckets; the rolled-up ones are to be saved (`saves`, when persisting). Returns the
-    /// start of the earliest bucket merged, if any was.
+    /// Merges full-resolution buckets that start in `[since, before)` into
+    /// `rollup_interval` buckets (`since` is a roll-up boundary: nothing before it is
+    /// looked at); the rolled-up ones are to be saved (`saves`, when persisting). Returns
+    /// the start of the earliest bucket merged, if any was.
     fn roll_up(
         &self,
         key: &SeriesKey,
         series: &mut Series,
+        since: UnixMs,
         before: UnixMs,
         saves: &mut Vec<Change>,
     ) -> Option<UnixMs> {
@@ -478,13 +495,26 @@ impl MemoryStore {
         if width <= self.settings.interval_ms {
             return None;
         }
-        let fine = |b: &Bucket| b.interval_ms < width && b.start < before;
-        let earliest = series.done.iter().find(|b| fine(b))?.start;
-        let mut kept: VecDeque<Arc<Bucket>> = VecDeque::with_capacity(series.done.len());
+        // Only the buckets that start in `[since, before)` are read (each is a cache miss),
+        // found by binary search; those before stay as they are, those after are not due.
+        // What is rolled up from them starts in the same range (`before` is aligned to
+        // `width`, and so is `since` unless it is `MIN`), so the order holds across both
+        // seams.
+        let first = series.done.partition_point(|b| b.start < since);
+        let end = series.done.partition_point(|b| b.start < before);
+        let fine = |b: &Bucket| b.interval_ms < width;
+        let earliest = series
+            .done
+            .range(first..end.max(first))
+            .find(|d| fine(&d.bucket))?
+            .start;
+        let after = series.done.split_off(end);
+        let due: Vec<Done> = series.done.drain(first..).collect();
+        let mut kept = std::mem::take(&mut series.done);
         let mut rolled: Vec<Bucket> = Vec::new();
-        for b in series.done.drain(..) {
+        for Done { bucket: b, .. } in due {
             if !fine(&b) {
-                kept.push_back(b);
+                kept.push_back(Done::new(b));
                 continue;
             }
             let start = align(b.start, width);
@@ -494,9 +524,9 @@ impl MemoryStore {
                     // A coarse bucket of this span may already exist from an earlier pass
                     // (it starts where the new one does: saving the new one replaces it).
                     let mut r = match kept.back() {
-                        Some(k) if k.start == start && k.interval_ms == width => kept
+                        Some(k) if k.start == start && k.bucket.interval_ms == width => kept
                             .pop_back()
-                            .map(Arc::unwrap_or_clone)
+                            .map(|k| Arc::unwrap_or_clone(k.bucket))
                             .unwrap_or_default(),
                         _ => Bucket {
                             start,
@@ -514,9 +544,10 @@ impl MemoryStore {
             if self.persist.is_some() {
                 saves.push(Change::Save(key.clone(), r.clone()));
             }
-            kept.push_back(r);
+            kept.push_back(Done::new(r));
         }
-        kept.make_contiguous().sort_by_key(|b| b.start);
+        kept.make_contiguous()[first..].sort_by_key(|b| b.start);
+        kept.extend(after);
         series.done = kept;
         Some(earliest)
     }

@@ -266,6 +266,77 @@ fn a_bucket_closed_after_its_span_was_rolled_up_joins_it() {
     assert_eq!(shape(), [(0, 10 * SEC, 5)]);
 }
 
+/// Passes after the first look only past the last roll-up boundary. Over a long run with
+/// requests filed late (into buckets of their own, closed after their span's boundary has
+/// passed), every request still ends up in its span: one rolled-up bucket per span before
+/// the boundary, fine buckets after it, in start order.
+#[test]
+fn roll_ups_over_a_long_run_with_late_buckets_keep_every_request_in_its_span() {
+    let s = MemoryStore::new(
+        StoreSettings {
+            retention_ms: i64::MAX / 4,
+            ..settings()
+        },
+        None,
+    );
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut filed: Vec<UnixMs> = Vec::new();
+    let mut lates = 0;
+    for second in 0..400 {
+        let at = second * SEC;
+        s.record(&[rec("/a", None, at, 1, false)]);
+        filed.push(at);
+        let now = at + SEC;
+        // The second pass at the same boundary rolls up what the first found closed late.
+        s.maintain(now);
+        s.maintain(now);
+        let boundary = align(now - 20 * SEC, 10 * SEC);
+        let mut expected: Vec<(UnixMs, i64, u64)> = Vec::new();
+        for &t in &filed {
+            let (start, width) = if t < boundary {
+                (align(t, 10 * SEC), 10 * SEC)
+            } else {
+                (align(t, SEC), SEC)
+            };
+            match expected.iter_mut().find(|e| e.0 == start && e.1 == width) {
+                Some(e) => e.2 += 1,
+                None => expected.push((start, width, 1)),
+            }
+        }
+        expected.sort();
+        let buckets = s.buckets(&route("/a"), i64::MIN, i64::MAX);
+        assert!(buckets.windows(2).all(|w| w[0].start <= w[1].start));
+        assert_eq!(
+            buckets
+                .iter()
+                .filter(|b| b.start < boundary && b.interval_ms == SEC)
+                .count(),
+            0,
+            "a fine bucket before the boundary at {now}"
+        );
+        // A late request's fine bucket shares its start with the one closed on time.
+        let mut got: Vec<(UnixMs, i64, u64)> = Vec::new();
+        for b in &buckets {
+            match got.last_mut() {
+                Some(g) if g.0 == b.start && g.1 == b.interval_ms && b.interval_ms == SEC => {
+                    g.2 += b.requests
+                }
+                _ => got.push((b.start, b.interval_ms, b.requests)),
+            }
+        }
+        assert_eq!(got, expected, "at {now}");
+        // Now and then a request filed late, alone: it opens a bucket of its own interval,
+        // closed by the next request (often after its span's roll-up boundary).
+        if second > 40 && rng.u8(..) < 60 {
+            let late = at - rng.i64(1..40) * SEC;
+            s.record(&[rec("/a", None, late, 1, false)]);
+            filed.push(late);
+            lates += 1;
+        }
+    }
+    assert!(lates > 50, "{lates}");
+}
+
 #[test]
 fn loaded_fine_buckets_due_for_a_roll_up_are_rolled_up_on_the_first_pass() {
     let s = MemoryStore::new(settings(), None);
