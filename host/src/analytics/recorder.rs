@@ -6,6 +6,11 @@
 //! The drain runs on a timer rather than waking for each event: woken per event, the task
 //! was scheduled and polled once per proxied request under load, ~3.6% of the gateway's
 //! user time (docs/benchmarks.md); on a 10 ms timer it files hundreds of events per wake.
+//!
+//! The drain task runs on the event loop, and never waits there for the store: it files
+//! only when the store's lock is free at once (otherwise the events wait for the next
+//! tick), and the maintenance pass, which holds the lock for milliseconds with thousands
+//! of series (tens of them on the passes that roll up), runs on a blocking thread.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -71,8 +76,9 @@ pub struct Every {
 }
 
 /// Files the queued events into the store every `every.drain`, and closes finished buckets
-/// every `every.maintain` (after filing what is queued). On `stop`, or once every sender is
-/// gone, it files what is left and saves the buckets in progress.
+/// every `every.maintain` (after filing what is queued, both on a blocking thread). On
+/// `stop`, or once every sender is gone, it files what is left and saves the buckets in
+/// progress.
 pub async fn drain(
     mut rx: mpsc::Receiver<Record>,
     store: Arc<dyn TrafficStore>,
@@ -88,10 +94,28 @@ pub async fn drain(
         let open = tokio::select! {
             _ = drain_tick.tick() => file_queued(&mut rx, &mut batch, &*store),
             _ = maintain_tick.tick() => {
-                let open = file_queued(&mut rx, &mut batch, &*store);
-                let timer = every.maintain_time.start_timer();
-                store.maintain(now_ms());
-                timer.observe_duration();
+                // Everything queued is taken here (channel operations only) and filed,
+                // then the finished buckets closed, on a blocking thread: the drain waits
+                // for it, the event loop does not.
+                let open = take_queued(&mut rx, &mut batch, usize::MAX);
+                let records = std::mem::take(&mut batch);
+                let store = store.clone();
+                let timer = every.maintain_time.clone();
+                let pass = tokio::task::spawn_blocking(move || {
+                    store.record(&records);
+                    let started = std::time::Instant::now();
+                    store.maintain(now_ms());
+                    timer.observe(started.elapsed().as_secs_f64());
+                    records
+                });
+                match pass.await {
+                    Ok(mut records) => {
+                        records.clear();
+                        batch = records;
+                    }
+                    // The pass panicked: what it held is lost, the drain goes on.
+                    Err(e) => tracing::error!(error = %e, "analytics maintenance pass failed"),
+                }
                 open
             }
             _ = async { let _ = stop.wait_for(|s| *s).await; } => false,
@@ -100,34 +124,40 @@ pub async fn drain(
             break;
         }
     }
-    file_queued(&mut rx, &mut batch, &*store);
+    take_queued(&mut rx, &mut batch, usize::MAX);
+    store.record(&batch);
     store.maintain(now_ms());
     store.flush();
 }
 
-/// Files everything queued, `BATCH` events per store write. False once the queue is closed
-/// (every sender gone).
+/// Moves queued events into `batch` until it holds `limit` or the queue is empty. False once
+/// the queue is closed (every sender gone).
+fn take_queued(rx: &mut mpsc::Receiver<Record>, batch: &mut Vec<Record>, limit: usize) -> bool {
+    while batch.len() < limit {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
+}
+
+/// Files everything queued, `BATCH` events per store write, while the store can be written
+/// without waiting; when it cannot, what is taken stays in `batch` for the next tick. False
+/// once the queue is closed (every sender gone).
 fn file_queued(
     rx: &mut mpsc::Receiver<Record>,
     batch: &mut Vec<Record>,
     store: &dyn TrafficStore,
 ) -> bool {
     loop {
-        let open = loop {
-            match rx.try_recv() {
-                Ok(r) => {
-                    batch.push(r);
-                    if batch.len() == BATCH {
-                        break true;
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break true,
-                Err(mpsc::error::TryRecvError::Disconnected) => break false,
-            }
-        };
-        let full = batch.len() == BATCH;
+        let open = take_queued(rx, batch, BATCH);
+        let full = batch.len() >= BATCH;
         if !batch.is_empty() {
-            store.record(batch);
+            if !store.try_record(batch) {
+                return open;
+            }
             batch.clear();
         }
         if !(open && full) {
@@ -139,7 +169,8 @@ fn file_queued(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analytics::store::{MemoryStore, SeriesKey, StoreSettings};
+    use crate::analytics::bucket::Bucket;
+    use crate::analytics::store::{MemoryStore, SeriesKey, SeriesKind, StoreSettings};
     use std::net::{IpAddr, Ipv4Addr};
 
     fn event(at: SystemTime, status: u16) -> TrafficEvent {
@@ -220,6 +251,114 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "not filed: {b:?}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// A store that is busy (as if another thread held it) for its first `busy` attempts
+    /// to file without waiting, and notes the threads its maintenance passes run on.
+    struct Contended {
+        inner: Arc<dyn TrafficStore>,
+        busy: std::sync::atomic::AtomicUsize,
+        maintained_on: std::sync::Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    impl TrafficStore for Contended {
+        fn record(&self, records: &[Record]) {
+            self.inner.record(records)
+        }
+        fn try_record(&self, records: &[Record]) -> bool {
+            use std::sync::atomic::Ordering;
+            let was = self.busy.load(Ordering::Relaxed);
+            if was > 0 {
+                self.busy.store(was - 1, Ordering::Relaxed);
+                return false;
+            }
+            self.inner.try_record(records)
+        }
+        fn maintain(&self, now: UnixMs) {
+            if let Ok(mut t) = self.maintained_on.lock() {
+                t.push(std::thread::current().id());
+            }
+            self.inner.maintain(now)
+        }
+        fn buckets(&self, key: &SeriesKey, from: UnixMs, to: UnixMs) -> Vec<Arc<Bucket>> {
+            self.inner.buckets(key, from, to)
+        }
+        fn series(&self, kind: SeriesKind) -> Vec<(SeriesKey, UnixMs)> {
+            self.inner.series(kind)
+        }
+        fn flush(&self) {
+            self.inner.flush()
+        }
+        fn interval(&self) -> Duration {
+            self.inner.interval()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_store_keeps_the_events_for_the_next_tick_and_loses_none() {
+        let store = Arc::new(Contended {
+            inner: memory_store(60_000),
+            busy: 3.into(),
+            maintained_on: Default::default(),
+        });
+        let (rec, rx) = recorder(100, IntCounter::new("d", "d").unwrap());
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let every = Every {
+            drain: Duration::from_millis(5),
+            maintain: Duration::from_secs(3600),
+            maintain_time: timer(),
+        };
+        let maintained = every.maintain_time.clone();
+        let dyn_store: Arc<dyn TrafficStore> = store.clone();
+        let task = tokio::spawn(drain(rx, dyn_store.clone(), every, stop_rx));
+        // After the first (immediate) maintenance pass, only drain ticks file.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while maintained.get_sample_count() == 0 {
+            assert!(std::time::Instant::now() < deadline, "no maintenance pass");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for _ in 0..3 {
+            rec.record(event(SystemTime::now(), 200));
+        }
+        filed(&dyn_store, 3).await;
+        // Every busy attempt was turned away and retried, and nothing was filed twice.
+        assert_eq!(store.busy.load(std::sync::atomic::Ordering::Relaxed), 0);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let b = dyn_store.buckets(&SeriesKey::Route("/a".into()), 0, i64::MAX);
+        assert_eq!(b[0].requests, 3);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn maintenance_runs_off_the_event_loop() {
+        let store = Arc::new(Contended {
+            inner: memory_store(60_000),
+            busy: 0.into(),
+            maintained_on: Default::default(),
+        });
+        let (_rec, rx) = recorder(100, IntCounter::new("d", "d").unwrap());
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let every = Every {
+            drain: Duration::from_secs(3600),
+            maintain: Duration::from_millis(5),
+            maintain_time: timer(),
+        };
+        let maintained = every.maintain_time.clone();
+        let task = tokio::spawn(drain(rx, store.clone(), every, stop_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while maintained.get_sample_count() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no maintenance pass");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        // The test's runtime is single-threaded: the drain task runs on this thread.
+        let here = std::thread::current().id();
+        let threads = store.maintained_on.lock().unwrap().clone();
+        assert!(threads.len() >= 2);
+        assert!(
+            threads.iter().all(|t| *t != here),
+            "{threads:?} vs {here:?}"
+        );
     }
 
     #[tokio::test]

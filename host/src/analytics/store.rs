@@ -109,6 +109,13 @@ pub struct Record {
 pub trait TrafficStore: Send + Sync + 'static {
     /// Adds requests to the buckets of their route and backend.
     fn record(&self, records: &[Record]);
+    /// Adds requests as `record` does, unless that would wait for another thread (the
+    /// analyzer reading, a maintenance pass): then adds nothing and returns false. The
+    /// event loop files through this, so it never waits for the store.
+    fn try_record(&self, records: &[Record]) -> bool {
+        self.record(records);
+        true
+    }
     /// Closes buckets whose interval has ended by `now`, rolls up and expires old ones.
     fn maintain(&self, now: UnixMs);
     /// Buckets of a series that start in `[from, to)`, oldest first, the one in progress
@@ -341,25 +348,16 @@ impl MemoryStore {
 
 impl TrafficStore for MemoryStore {
     fn record(&self, records: &[Record]) {
-        let mut out = Vec::new();
-        let mut map = self.write();
-        for r in records {
-            self.add(&mut map, KeyRef::Route(&r.route), r.at, &r.sample, &mut out);
-            if let Some(b) = &r.backend {
-                self.add(&mut map, KeyRef::Backend(b), r.at, &r.sample, &mut out);
-                self.add(
-                    &mut map,
-                    KeyRef::Pair(&r.route, b),
-                    r.at,
-                    &r.sample,
-                    &mut out,
-                );
-            }
+        self.file(self.write(), records);
+    }
+
+    fn try_record(&self, records: &[Record]) -> bool {
+        match self.series.try_write() {
+            Ok(map) => self.file(map, records),
+            Err(std::sync::TryLockError::Poisoned(e)) => self.file(e.into_inner(), records),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
         }
-        drop(map);
-        if !out.is_empty() {
-            self.closed().append(&mut out);
-        }
+        true
     }
 
     fn maintain(&self, now: UnixMs) {
@@ -464,6 +462,28 @@ impl TrafficStore for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Files requests into their series' buckets, under the write lock it is given.
+    fn file(&self, mut map: std::sync::RwLockWriteGuard<'_, SeriesMap>, records: &[Record]) {
+        let mut out = Vec::new();
+        for r in records {
+            self.add(&mut map, KeyRef::Route(&r.route), r.at, &r.sample, &mut out);
+            if let Some(b) = &r.backend {
+                self.add(&mut map, KeyRef::Backend(b), r.at, &r.sample, &mut out);
+                self.add(
+                    &mut map,
+                    KeyRef::Pair(&r.route, b),
+                    r.at,
+                    &r.sample,
+                    &mut out,
+                );
+            }
+        }
+        drop(map);
+        if !out.is_empty() {
+            self.closed().append(&mut out);
+        }
+    }
+
     /// Passes what `maintain` or `flush` changed, and what `record` closed since, to
     /// persistence, outside the lock.
     fn hand_over(&self, mut changes: Vec<Change>) {

@@ -361,6 +361,17 @@ fn loaded_fine_buckets_due_for_a_roll_up_are_rolled_up_on_the_first_pass() {
 }
 
 #[test]
+fn filing_without_waiting_files_nothing_while_another_thread_holds_the_store() {
+    let s = MemoryStore::new(settings(), None);
+    let reading = s.read();
+    assert!(!s.try_record(&[rec("/a", None, 0, 1, false)]));
+    drop(reading);
+    assert!(s.buckets(&route("/a"), 0, i64::MAX).is_empty());
+    assert!(s.try_record(&[rec("/a", None, 0, 1, false)]));
+    assert_eq!(s.buckets(&route("/a"), 0, i64::MAX)[0].requests, 1);
+}
+
+#[test]
 fn a_key_and_its_borrowed_form_hash_alike() {
     use std::hash::BuildHasher;
     let hasher = foldhash::fast::RandomState::default();
