@@ -221,7 +221,7 @@ struct Series {
 
 /// A completed bucket and its start. The start is kept beside the bucket so that the
 /// store searches, trims and orders a series' history without reading its buckets, each a
-/// separate allocation and so a cache miss (~2,000 series on every pass of the event loop).
+/// separate allocation and so a cache miss (~2,000 series on every maintenance pass).
 struct Done {
     start: UnixMs,
     bucket: Arc<Bucket>,
@@ -330,8 +330,8 @@ impl MemoryStore {
         }
         // Kept in start order (`buckets` searches it). A bucket is closed after the last
         // one but for a request filed more than an interval late (a stalled event loop):
-        // only then is its place searched for (this runs on the event loop, for every
-        // series once per interval).
+        // only then is its place searched for (this runs for every series once per
+        // interval).
         let done = Done::new(bucket);
         if series
             .done
