@@ -532,11 +532,12 @@ impl MemoryStore {
         let due: Vec<Done> = series.done.drain(first..).collect();
         let mut kept = std::mem::take(&mut series.done);
         let mut rolled: Vec<Bucket> = Vec::new();
-        for Done { bucket: b, .. } in due {
-            if !fine(&b) {
-                kept.push_back(Done::new(b));
+        for d in due {
+            if !fine(&d.bucket) {
+                kept.push_back(d);
                 continue;
             }
+            let b = d.bucket;
             let start = align(b.start, width);
             match rolled.last_mut() {
                 Some(r) if r.start == start => r.absorb(&b),
@@ -566,7 +567,9 @@ impl MemoryStore {
             }
             kept.push_back(Done::new(r));
         }
-        kept.make_contiguous()[first..].sort_by_key(|b| b.start);
+        if let Some(rebuilt) = kept.make_contiguous().get_mut(first..) {
+            rebuilt.sort_by_key(|b| b.start);
+        }
         kept.extend(after);
         series.done = kept;
         Some(earliest)
