@@ -22,10 +22,13 @@ impl TrafficSink for Collect {
 #[tokio::test]
 async fn every_finished_request_reaches_the_sink() {
     let a = Backend::echo("a").await;
+    let (b1, b2) = (Backend::echo("b1").await, Backend::echo("b2").await);
     let config = Config::parse(
         &yaml(&format!(
-            "log: {{ access_log: false }}\nanalytics: {{ enabled: false }}\nupstreams:\n  a: {{ backends: [{}] }}\nroutes:\n  - {{ path: \"/api/items/{{id}}\", upstream: a }}\n",
-            a.url()
+            "log: {{ access_log: false }}\nanalytics: {{ enabled: false }}\nupstreams:\n  a: {{ backends: [{}] }}\n  b: {{ backends: [{}, {}] }}\nroutes:\n  - {{ path: \"/api/items/{{id}}\", upstream: a }}\n  - {{ path: /api/pair, upstream: b }}\n",
+            a.url(),
+            b1.url(),
+            b2.url()
         )),
         "inline",
     )
@@ -47,13 +50,19 @@ async fn every_finished_request_reaches_the_sink() {
     let res = http.get(format!("{base}/elsewhere")).send().await.unwrap();
     assert_eq!(res.status(), 404);
     res.bytes().await.unwrap();
+    let res = http.get(format!("{base}/api/pair")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.bytes().await.unwrap();
 
-    eventually(Duration::from_secs(5), "two events", || async {
-        sink.0.lock().unwrap().len() == 2
+    eventually(Duration::from_secs(5), "three events", || async {
+        sink.0.lock().unwrap().len() == 3
     })
     .await;
     let events = sink.0.lock().unwrap().clone();
-    let hit = events.iter().find(|e| e.status == 200).unwrap();
+    let hit = events
+        .iter()
+        .find(|e| e.status == 200 && e.route.starts_with("/api/items"))
+        .unwrap();
     assert_eq!(
         &*hit.route, "/api/items/{id}",
         "the route pattern, not the raw path"
@@ -64,6 +73,9 @@ async fn every_finished_request_reaches_the_sink() {
     assert_eq!(hit.bytes_out, body_len);
     assert_eq!(hit.client_ip.to_string(), "127.0.0.1");
     assert!(hit.completed);
+    assert!(!hit.several_backends, "its upstream has one backend");
+    let pair = events.iter().find(|e| &*e.route == "/api/pair").unwrap();
+    assert!(pair.several_backends, "its upstream has two");
     let miss = events.iter().find(|e| e.status == 404).unwrap();
     assert_eq!(&*miss.route, "/elsewhere", "unmatched: the normalised path");
     assert_eq!(miss.backend, None);

@@ -97,6 +97,7 @@ impl Rig {
                     .map(|i| Record {
                         route: route.into(),
                         backend: Some(B1.into()),
+                        pair: true,
                         at: T0 + s * SEC + i * 90,
                         sample: Sample {
                             error: false,
@@ -215,6 +216,7 @@ fn report(name: &str) -> microgate::analytics::analyzer::SeriesReport {
         observed: baseline.clone(),
         baseline,
         current: random_window(),
+        reached: Default::default(),
     }
 }
 

@@ -25,6 +25,7 @@ fn event() -> TrafficEvent {
     TrafficEvent {
         route: "/api/users/{id}".into(),
         backend: Some("http://127.0.0.1:9001".into()),
+        several_backends: true,
         method: http::Method::GET,
         status: 200,
         latency: Duration::from_micros(1234),
@@ -61,6 +62,7 @@ fn record_path(c: &mut Criterion) {
         .map(|i| Record {
             route: format!("/r/{}", i % 100).into(),
             backend: Some("http://b:1".into()),
+            pair: true,
             at: now,
             sample: Sample {
                 error: i % 50 == 0,
@@ -97,6 +99,7 @@ fn maintain_pass(c: &mut Criterion) {
             .map(|r| Record {
                 route: format!("/api/route/{r}").into(),
                 backend: Some("http://10.0.0.1:80".into()),
+                pair: true,
                 at: second * 1000,
                 sample: Sample {
                     error: false,
@@ -202,6 +205,7 @@ fn analyzer_tick(c: &mut Criterion) {
                 (0..12).map(move |i| Record {
                     route: format!("/api/route/{r}").into(),
                     backend: Some(format!("http://10.0.{}.{}:80", r % 50, r % 7).into()),
+                    pair: true,
                     at: start + m * 60_000 + i * 1000,
                     sample: Sample {
                         error: (r + i as usize).is_multiple_of(40),

@@ -66,6 +66,7 @@ fn report() -> SeriesReport {
             request_rate: 130.0,
             ..Default::default()
         },
+        reached: Default::default(),
     }
 }
 

@@ -15,6 +15,9 @@ pub struct TrafficEvent {
     pub route: Arc<str>,
     /// The backend that served it, if one was reached.
     pub backend: Option<Arc<str>>,
+    /// The route's upstream has more than one backend (which of them served it tells
+    /// something the route's own traffic does not).
+    pub several_backends: bool,
     pub method: Method,
     pub status: u16,
     /// From the first byte of the request to the last byte of the response.

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::anomaly::AnomalyLog;
-use super::baseline::{baseline, window};
+use super::baseline::{Reached, baseline, window};
 use super::bucket::{UnixMs, align};
 use super::store::{SeriesKey, SeriesKind, TrafficStore};
 use super::windows::Windows;
@@ -52,6 +52,10 @@ pub struct SeriesReport {
     /// slowdown shifts traffic at once.
     pub observed: Baseline,
     pub current: Window,
+    /// Of the baseline's requests, those that reached a backend and the failed among them:
+    /// a route's breaker threshold on its upstream's only backend is learned from these.
+    #[serde(skip)]
+    pub reached: Reached,
 }
 
 impl Analysis {
@@ -222,15 +226,16 @@ impl Analyzer {
         let mut windows = self.windows();
         let w = windows.advance(&*self.store, &key, c.from, c.bucket_ms, c.interval, since);
         let first = first_seen.unwrap_or(c.bucket_ms);
-        let observed = baseline(&w.sums(), w.latency, c.from, c.bucket_ms, first, c.interval);
-        let learned = match (since, w.latency_before) {
+        let sums = w.sums();
+        let observed = baseline(&sums, w.latency, c.from, c.bucket_ms, first, c.interval);
+        let (learned, reached) = match (since, w.latency_before) {
             (Some(since), Some(latency)) => {
                 let sums = w.sums_before(since);
                 let mut b = baseline(&sums, latency, c.from, since, first, c.interval);
                 b.history_seconds = observed.history_seconds;
-                b
+                (b, sums.reached)
             }
-            _ => observed.clone(),
+            _ => (observed.clone(), sums.reached),
         };
         SeriesReport {
             name: key.name().clone(),
@@ -238,6 +243,7 @@ impl Analyzer {
             baseline: learned,
             observed,
             current: window(w.current.as_deref(), c.bucket_ms, c.interval),
+            reached,
         }
     }
 
@@ -348,15 +354,18 @@ impl Analyzer {
 
     /// Breaker thresholds: each backend's from its own baseline, and each route's on a
     /// backend from that route's traffic to that backend (so a backend that normally fails
-    /// a little more does not trip on a route that is clean elsewhere).
+    /// a little more does not trip on a route that is clean elsewhere). A route whose
+    /// upstream has one backend sends it everything of its own that reaches a backend: its
+    /// own series counts that (`reached`), and it keeps no pair series.
     fn publish_thresholds(&self, analysis: &Analysis, clock: Clock) {
         let cfg = &self.config.circuit_breaker.adaptive;
-        let learned = |b: &Baseline| -> Option<f64> {
-            let learned = cfg.enabled
-                && b.requests > 0
-                && b.history_seconds >= cfg.learning_period.as_secs_f64();
-            learned.then(|| builtin::breaker_threshold(b.overall_error_rate, cfg))
+        let learned = |requests: u64, errors: u64, history_seconds: f64| -> Option<f64> {
+            let learned =
+                cfg.enabled && requests > 0 && history_seconds >= cfg.learning_period.as_secs_f64();
+            let rate = errors as f64 / requests.max(1) as f64;
+            learned.then(|| builtin::breaker_threshold(rate, cfg))
         };
+        let of_baseline = |b: &Baseline| learned(b.requests, b.errors, b.history_seconds);
         let gauge = |backend: &str, route: &str, value: f64| {
             self.gw
                 .metrics
@@ -372,7 +381,7 @@ impl Analyzer {
         for backend in &self.gw.backends {
             let own = analysis
                 .backend(&backend.label)
-                .and_then(|r| learned(&r.baseline));
+                .and_then(|r| of_baseline(&r.baseline));
             backend.breaker.set_threshold(own);
             gauge(&backend.label, "*", backend.breaker.threshold());
             for (slot, route_id) in backend.routes.iter().enumerate() {
@@ -380,17 +389,28 @@ impl Analyzer {
                 let Some(route) = self.gw.routes.get(*route_id) else {
                     continue;
                 };
-                let key = SeriesKey::Pair(route.label.clone(), backend.label.clone());
-                let threshold = pairs.get(&key).and_then(|first| {
-                    let report = self.report(
-                        key.clone(),
-                        &SeriesKey::Route(route.label.clone()),
-                        Some(*first),
-                        clock,
-                        &ongoing,
-                    );
-                    learned(&report.baseline)
-                });
+                let sole = route
+                    .upstream
+                    .as_ref()
+                    .is_some_and(|u| u.backends.len() == 1);
+                let threshold = if sole {
+                    analysis.route(&route.label).and_then(|r| {
+                        let (reached, history) = (r.reached, r.baseline.history_seconds);
+                        learned(reached.requests, reached.errors, history)
+                    })
+                } else {
+                    let key = SeriesKey::Pair(route.label.clone(), backend.label.clone());
+                    pairs.get(&key).and_then(|first| {
+                        let report = self.report(
+                            key.clone(),
+                            &SeriesKey::Route(route.label.clone()),
+                            Some(*first),
+                            clock,
+                            &ongoing,
+                        );
+                        of_baseline(&report.baseline)
+                    })
+                };
                 backend.breaker.set_route_threshold(slot, threshold);
                 if let Some(t) = threshold {
                     gauge(&backend.label, &route.label, t);

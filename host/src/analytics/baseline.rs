@@ -17,6 +17,7 @@ pub struct WindowBucket {
     start: UnixMs,
     requests: u64,
     errors: u64,
+    reached: Reached,
     latency_total_us: u64,
     rate_per_minute: f64,
     error_rate: Option<f64>,
@@ -30,6 +31,10 @@ impl WindowBucket {
             start: bucket.start,
             requests: bucket.requests,
             errors: bucket.errors,
+            reached: Reached {
+                requests: bucket.backend_requests,
+                errors: bucket.backend_errors,
+            },
             latency_total_us: bucket.latency_total_us,
             rate_per_minute: bucket.rate_per_minute(),
             error_rate: bucket.error_rate(),
@@ -44,12 +49,20 @@ impl WindowBucket {
     }
 }
 
+/// Of a window's requests, those that reached a backend, and the failed among them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reached {
+    pub requests: u64,
+    pub errors: u64,
+}
+
 /// Sums over a window's buckets, which a baseline is computed from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sums {
     buckets: u64,
     requests: u64,
     errors: u64,
+    pub reached: Reached,
     latency_total_us: u64,
     rate: Moments,
     error_rate: Moments,
@@ -98,6 +111,8 @@ impl Sums {
         self.buckets += 1;
         self.requests += b.requests;
         self.errors += b.errors;
+        self.reached.requests += b.reached.requests;
+        self.reached.errors += b.reached.errors;
         self.latency_total_us = self.latency_total_us.saturating_add(b.latency_total_us);
         self.rate.add(Some(b.rate_per_minute));
         self.error_rate.add(b.error_rate);
@@ -198,6 +213,7 @@ mod tests {
                     bytes_in: 0,
                     bytes_out: 0,
                 },
+                true,
                 true,
             );
         }

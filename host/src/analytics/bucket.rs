@@ -15,6 +15,12 @@ pub struct Bucket {
     pub requests: u64,
     /// Responses with status ≥ 500.
     pub errors: u64,
+    /// Of `requests`, those that reached a backend (a route's requests rejected before
+    /// one, by its limit, its auth or an open breaker, did not), and of those, the failed.
+    /// A route's breaker threshold on the only backend of its upstream is learned from
+    /// these: a breaker-open 503 must not feed the threshold that opened the breaker.
+    pub backend_requests: u64,
+    pub backend_errors: u64,
     pub latency_total_us: u64,
     pub latency_max_us: u64,
     pub bytes_in: u64,
@@ -38,6 +44,8 @@ pub struct OpenBucket {
     pub interval_ms: i64,
     requests: u64,
     errors: u64,
+    backend_requests: u64,
+    backend_errors: u64,
     latency_total_us: u64,
     latency_max_us: u64,
     bytes_in: u64,
@@ -52,6 +60,8 @@ impl OpenBucket {
             interval_ms,
             requests: 0,
             errors: 0,
+            backend_requests: 0,
+            backend_errors: 0,
             latency_total_us: 0,
             latency_max_us: 0,
             bytes_in: 0,
@@ -65,6 +75,8 @@ impl OpenBucket {
         let mut open = Self::new(b.start, b.interval_ms);
         open.requests = b.requests;
         open.errors = b.errors;
+        open.backend_requests = b.backend_requests;
+        open.backend_errors = b.backend_errors;
         open.latency_total_us = b.latency_total_us;
         open.latency_max_us = b.latency_max_us;
         open.bytes_in = b.bytes_in;
@@ -73,10 +85,13 @@ impl OpenBucket {
         open
     }
 
-    /// Adds a request, its latency to the histogram too when `histogram` is set.
-    pub fn add(&mut self, s: &Sample, histogram: bool) {
+    /// Adds a request (`reached`: it reached a backend), its latency to the histogram too
+    /// when `histogram` is set.
+    pub fn add(&mut self, s: &Sample, histogram: bool, reached: bool) {
         self.requests += 1;
         self.errors += u64::from(s.error);
+        self.backend_requests += u64::from(reached);
+        self.backend_errors += u64::from(reached && s.error);
         self.latency_total_us = self.latency_total_us.saturating_add(s.latency_us);
         self.latency_max_us = self.latency_max_us.max(s.latency_us);
         self.bytes_in = self.bytes_in.saturating_add(s.bytes_in);
@@ -96,6 +111,8 @@ impl OpenBucket {
             interval_ms: self.interval_ms,
             requests: self.requests,
             errors: self.errors,
+            backend_requests: self.backend_requests,
+            backend_errors: self.backend_errors,
             latency_total_us: self.latency_total_us,
             latency_max_us: self.latency_max_us,
             bytes_in: self.bytes_in,
@@ -116,6 +133,8 @@ impl Bucket {
     pub fn absorb_counts(&mut self, other: &Bucket) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.backend_requests += other.backend_requests;
+        self.backend_errors += other.backend_errors;
         self.latency_total_us = self.latency_total_us.saturating_add(other.latency_total_us);
         self.latency_max_us = self.latency_max_us.max(other.latency_max_us);
         self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
@@ -183,10 +202,11 @@ mod tests {
     #[test]
     fn an_open_bucket_sums_its_samples() {
         let mut b = OpenBucket::new(0, 60_000);
-        b.add(&sample(false, 1000), true);
-        b.add(&sample(true, 3000), true);
+        b.add(&sample(false, 1000), true, true);
+        b.add(&sample(true, 3000), true, true);
         let s = b.snapshot();
         assert_eq!((s.requests, s.errors), (2, 1));
+        assert_eq!((s.backend_requests, s.backend_errors), (2, 1));
         assert_eq!(s.latency_total_us, 4000);
         assert_eq!(s.latency_max_us, 3000);
         assert_eq!((s.bytes_in, s.bytes_out), (20, 200));
@@ -199,12 +219,29 @@ mod tests {
     #[test]
     fn resuming_a_saved_bucket_keeps_its_counts() {
         let mut b = OpenBucket::new(5000, 1000);
-        b.add(&sample(false, 42), true);
+        b.add(&sample(false, 42), true, true);
+        b.add(&sample(true, 42), true, false);
         let saved = b.snapshot();
         let mut resumed = OpenBucket::resume(&saved);
-        resumed.add(&sample(false, 42), true);
-        assert_eq!(resumed.snapshot().requests, 2);
-        assert_eq!(resumed.snapshot().latency.count(), 2);
+        resumed.add(&sample(false, 42), true, true);
+        assert_eq!(resumed.snapshot().requests, 3);
+        assert_eq!(resumed.snapshot().backend_requests, 2);
+        assert_eq!(resumed.snapshot().latency.count(), 3);
+    }
+
+    #[test]
+    fn requests_that_never_reached_a_backend_are_counted_apart() {
+        let mut b = OpenBucket::new(0, 1000);
+        b.add(&sample(true, 10), true, false); // say a breaker-open 503
+        b.add(&sample(true, 900), true, true); // a backend's 502
+        b.add(&sample(false, 900), true, true);
+        let s = b.snapshot();
+        assert_eq!((s.requests, s.errors), (3, 2));
+        assert_eq!((s.backend_requests, s.backend_errors), (2, 1));
+        let mut rolled = Bucket::default();
+        rolled.absorb(&s);
+        rolled.absorb(&s);
+        assert_eq!((rolled.backend_requests, rolled.backend_errors), (4, 2));
     }
 
     #[test]

@@ -31,13 +31,16 @@ CREATE TABLE IF NOT EXISTS buckets (
     bytes_in INTEGER NOT NULL,
     bytes_out INTEGER NOT NULL,
     latency BLOB NOT NULL,          -- histogram: (u16 bin, u32 count) little-endian pairs
+    backend_requests INTEGER NOT NULL DEFAULT 0, -- of requests, those that reached a backend
+    backend_errors INTEGER NOT NULL DEFAULT 0,   -- and of those, the failed
     PRIMARY KEY (start_ms, kind, name, backend)
 ) WITHOUT ROWID;
 ";
 
 /// The columns, in the order of [`SCHEMA`].
 const COLUMNS: &str = "kind, name, backend, start_ms, interval_ms, requests, errors, \
-                       latency_total_us, latency_max_us, bytes_in, bytes_out, latency";
+                       latency_total_us, latency_max_us, bytes_in, bytes_out, latency, \
+                       backend_requests, backend_errors";
 
 #[derive(Debug, thiserror::Error)]
 #[error("analytics store {path}: {source}")]
@@ -95,35 +98,58 @@ pub fn open(
 /// Brings a file written by an earlier version up to the current schema. The first had no
 /// `backend` column (and no route x backend series); the first two were keyed by series,
 /// then time, so every tick wrote one page per series (with 2,000 series and 1 s buckets,
-/// 8x the writer's time of keying by time first, where a tick's buckets are appended).
+/// 8x the writer's time of keying by time first, where a tick's buckets are appended); the
+/// first three did not count a route's requests that reached a backend apart.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let mut columns = conn.prepare("SELECT name, pk FROM pragma_table_info('buckets')")?;
     let columns: Vec<(String, i64)> = columns
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let has_backend = columns.iter().any(|(c, _)| c == "backend");
+    let has = |name: &str| columns.iter().any(|(c, _)| c == name);
     let time_first = columns.iter().any(|(c, pk)| c == "start_ms" && *pk == 1);
-    if has_backend && time_first {
+    if has("backend") && time_first && has("backend_requests") {
         return Ok(());
     }
     tracing::info!("upgrading the analytics store to the current schema");
-    let backend = if has_backend { "backend" } else { "''" };
-    conn.execute_batch(&format!(
-        "BEGIN;
-         ALTER TABLE buckets RENAME TO buckets_old;
-         {SCHEMA}
-         INSERT INTO buckets ({COLUMNS})
-           SELECT kind, name, {backend}, start_ms, interval_ms, requests, errors,
-                  latency_total_us, latency_max_us, bytes_in, bytes_out, latency FROM buckets_old;
-         DROP TABLE buckets_old;
-         COMMIT;"
-    ))
+    let mut steps = String::from("BEGIN;");
+    if !(has("backend") && time_first) {
+        let backend = if has("backend") { "backend" } else { "''" };
+        steps += &format!(
+            "ALTER TABLE buckets RENAME TO buckets_old;
+             {SCHEMA}
+             INSERT INTO buckets (kind, name, backend, start_ms, interval_ms, requests, errors,
+                                  latency_total_us, latency_max_us, bytes_in, bytes_out, latency)
+               SELECT kind, name, {backend}, start_ms, interval_ms, requests, errors,
+                      latency_total_us, latency_max_us, bytes_in, bytes_out, latency
+               FROM buckets_old;
+             DROP TABLE buckets_old;"
+        );
+    } else {
+        steps += "ALTER TABLE buckets ADD COLUMN backend_requests INTEGER NOT NULL DEFAULT 0;
+                  ALTER TABLE buckets ADD COLUMN backend_errors INTEGER NOT NULL DEFAULT 0;";
+    }
+    // What reached a backend, from what the file knows: all of a backend's or a pair's
+    // requests; of a route's, what its pairs (one per backend it reached) counted in the
+    // same bucket.
+    steps += "UPDATE buckets SET backend_requests = requests, backend_errors = errors
+                WHERE kind <> 0;
+              UPDATE buckets SET
+                backend_requests = coalesce((SELECT sum(p.requests) FROM buckets p
+                  WHERE p.start_ms = buckets.start_ms AND p.kind = 2 AND p.name = buckets.name
+                    AND p.interval_ms = buckets.interval_ms), 0),
+                backend_errors = coalesce((SELECT sum(p.errors) FROM buckets p
+                  WHERE p.start_ms = buckets.start_ms AND p.kind = 2 AND p.name = buckets.name
+                    AND p.interval_ms = buckets.interval_ms), 0)
+                WHERE kind = 0;
+              COMMIT;";
+    conn.execute_batch(&steps)
 }
 
 fn load(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<(SeriesKey, Bucket)>> {
     let mut stmt = conn.prepare(
         "SELECT kind, name, start_ms, interval_ms, requests, errors, latency_total_us,
-                latency_max_us, bytes_in, bytes_out, latency, backend
+                latency_max_us, bytes_in, bytes_out, latency, backend, backend_requests,
+                backend_errors
          FROM buckets WHERE start_ms >= ?1 ORDER BY start_ms",
     )?;
     let rows = stmt.query_map([since], |row| {
@@ -142,6 +168,8 @@ fn load(conn: &Connection, since: UnixMs) -> rusqlite::Result<Vec<(SeriesKey, Bu
                 interval_ms: row.get(3)?,
                 requests: u(4)?,
                 errors: u(5)?,
+                backend_requests: u(12)?,
+                backend_errors: u(13)?,
                 latency_total_us: u(6)?,
                 latency_max_us: u(7)?,
                 bytes_in: u(8)?,
@@ -203,7 +231,7 @@ fn apply(
     {
         let mut insert = tx.prepare_cached(&format!(
             "INSERT OR REPLACE INTO buckets ({COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ))?;
         let mut save = |key: &SeriesKey, b: &Bucket| {
             let (kind, name, backend) = kind_name(key);
@@ -221,6 +249,8 @@ fn apply(
                 i(b.bytes_in),
                 i(b.bytes_out),
                 b.latency.encode(),
+                i(b.backend_requests),
+                i(b.backend_errors),
             ])
         };
         let mut pacer = Pacer::default();
@@ -309,6 +339,7 @@ mod tests {
         Record {
             route: route.into(),
             backend: Some("http://b:1".into()),
+            pair: true,
             at,
             sample: Sample {
                 error: latency_us > 5000,
@@ -331,6 +362,12 @@ mod tests {
             store.record(&[
                 rec("/a", 10_100, 1000),
                 rec("/a", 10_900, 9000),
+                // Turned away before reaching a backend (say, by an open breaker).
+                Record {
+                    backend: None,
+                    pair: false,
+                    ..rec("/a", 10_950, 6000)
+                },
                 rec("/a", 11_200, 2000),
             ]);
             store.maintain(11_500); // closes the 10 s bucket
@@ -338,6 +375,9 @@ mod tests {
             persist.close();
             store.buckets(&SeriesKey::Route("/a".into()), 0, i64::MAX)
         };
+        let first = &before[0];
+        assert_eq!((first.requests, first.errors), (3, 2));
+        assert_eq!((first.backend_requests, first.backend_errors), (2, 1));
         let (persist, loaded) = open(&path, 0).unwrap();
         let store = MemoryStore::new(settings(), Some(Box::new(persist)));
         assert_eq!(
@@ -516,6 +556,55 @@ mod tests {
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .unwrap();
         assert_eq!(tables, 1, "the old table and its index are gone");
+    }
+
+    #[test]
+    fn a_file_without_backend_counts_gets_them_from_its_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_from(
+            &dir,
+            "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, backend TEXT NOT NULL,
+                   start_ms INTEGER NOT NULL, interval_ms INTEGER NOT NULL, requests INTEGER NOT NULL,
+                   errors INTEGER NOT NULL, latency_total_us INTEGER NOT NULL,
+                   latency_max_us INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
+                   bytes_out INTEGER NOT NULL, latency BLOB NOT NULL,
+                   PRIMARY KEY (start_ms, kind, name, backend)) WITHOUT ROWID;
+                 INSERT INTO buckets VALUES (0, '/a', '', 5000, 1000, 10, 4, 0, 0, 0, 0, x'');
+                 INSERT INTO buckets VALUES (2, '/a', 'http://b:1', 5000, 1000, 5, 1, 0, 0, 0, 0, x'');
+                 INSERT INTO buckets VALUES (2, '/a', 'http://b:2', 5000, 1000, 3, 2, 0, 0, 0, 0, x'');
+                 INSERT INTO buckets VALUES (1, 'http://b:1', '', 5000, 1000, 9, 1, 0, 0, 0, 0, x'');
+                 INSERT INTO buckets VALUES (0, '/a', '', 6000, 1000, 2, 2, 0, 0, 0, 0, x'');",
+        );
+        let (persist, loaded) = open(&path, 0).unwrap();
+        persist.close();
+        let got: Vec<_> = loaded
+            .iter()
+            .map(|(k, b)| (k.clone(), b.start, b.backend_requests, b.backend_errors))
+            .collect();
+        let route = || SeriesKey::Route("/a".into());
+        assert_eq!(
+            got,
+            [
+                // 8 of the route's 10 reached its two backends, 3 of those failed there.
+                (route(), 5000, 8, 3),
+                (SeriesKey::Backend("http://b:1".into()), 5000, 9, 1),
+                (
+                    SeriesKey::Pair("/a".into(), "http://b:1".into()),
+                    5000,
+                    5,
+                    1
+                ),
+                (
+                    SeriesKey::Pair("/a".into(), "http://b:2".into()),
+                    5000,
+                    3,
+                    2
+                ),
+                // No pair in that second: none known to have reached one.
+                (route(), 6000, 0, 0),
+            ]
+        );
+        assert_eq!(open(&path, 0).unwrap().1.len(), 5, "and it opens again");
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub enum SeriesKey {
     Route(Arc<str>),
     Backend(Arc<str>),
     /// One route's traffic to one backend: (route, backend). Its error baseline sets the
-    /// route's breaker threshold on that backend.
+    /// route's breaker threshold on that backend. Kept only for routes whose upstream has
+    /// more than one backend ([`Record::pair`]).
     Pair(Arc<str>, Arc<str>),
 }
 
@@ -100,7 +101,12 @@ impl SeriesKey {
 #[derive(Debug, Clone)]
 pub struct Record {
     pub route: Arc<str>,
+    /// The backend that served it, if one was reached.
     pub backend: Option<Arc<str>>,
+    /// File it into the route × backend series too. Set when the route's upstream has
+    /// more than one backend: with one, the route's own buckets count what reached it
+    /// (`Bucket::backend_requests`), and a pair series would repeat them.
+    pub pair: bool,
     pub at: UnixMs,
     pub sample: Sample,
 }
@@ -287,6 +293,7 @@ impl MemoryStore {
         key: KeyRef<'_>,
         at: UnixMs,
         sample: &Sample,
+        reached: bool,
         out: &mut Vec<Change>,
     ) {
         let interval = self.settings.interval_ms;
@@ -298,7 +305,7 @@ impl MemoryStore {
         if let Some(open) = map.get_mut(&key).and_then(|s| s.open.as_mut())
             && open.start >= start
         {
-            open.add(sample, histogram);
+            open.add(sample, histogram, reached);
             return;
         }
         let key = key.to_owned();
@@ -308,13 +315,13 @@ impl MemoryStore {
             open: None,
         });
         match &mut series.open {
-            Some(open) if open.start >= start => open.add(sample, histogram),
+            Some(open) if open.start >= start => open.add(sample, histogram, reached),
             _ => {
                 if let Some(closed) = series.open.take() {
                     self.close(&key, series, closed, out);
                 }
                 let mut open = OpenBucket::new(start, interval);
-                open.add(sample, histogram);
+                open.add(sample, histogram, reached);
                 series.open = Some(open);
             }
         }
@@ -466,16 +473,22 @@ impl MemoryStore {
     fn file(&self, mut map: std::sync::RwLockWriteGuard<'_, SeriesMap>, records: &[Record]) {
         let mut out = Vec::new();
         for r in records {
-            self.add(&mut map, KeyRef::Route(&r.route), r.at, &r.sample, &mut out);
+            let reached = r.backend.is_some();
+            let route = KeyRef::Route(&r.route);
+            self.add(&mut map, route, r.at, &r.sample, reached, &mut out);
             if let Some(b) = &r.backend {
-                self.add(&mut map, KeyRef::Backend(b), r.at, &r.sample, &mut out);
                 self.add(
                     &mut map,
-                    KeyRef::Pair(&r.route, b),
+                    KeyRef::Backend(b),
                     r.at,
                     &r.sample,
+                    true,
                     &mut out,
                 );
+                if r.pair {
+                    let pair = KeyRef::Pair(&r.route, b);
+                    self.add(&mut map, pair, r.at, &r.sample, true, &mut out);
+                }
             }
         }
         drop(map);

@@ -172,6 +172,7 @@ mod tests {
             .map(|i| Record {
                 route: route.into(),
                 backend: None,
+                pair: false,
                 at,
                 sample: Sample {
                     error: (seed + i).is_multiple_of(7),

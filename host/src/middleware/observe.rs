@@ -120,6 +120,11 @@ impl Pending {
         gw.sink.record(TrafficEvent {
             route: self.label.clone(),
             backend: self.backend.take(),
+            several_backends: self
+                .route
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.backends.len() > 1),
             method: self.method.clone(),
             status: self.status,
             latency,

@@ -17,9 +17,11 @@ fn setup(adaptive: bool) -> (Arc<Gateway>, Arc<MemoryStore>, Analyzer) {
         r#"
 upstreams:
   u: {{ backends: ["http://127.0.0.1:1", "http://127.0.0.1:2"] }}
+  v: {{ backends: ["http://127.0.0.1:3"] }}
 routes:
   - {{ path: /a, upstream: u, rate_limit: {{ requests_per_minute: 100 }} }}
   - {{ path: /b, upstream: u }}
+  - {{ path: /c, upstream: v }}
 analytics:
   store: memory
   bucket_interval: 1s
@@ -58,6 +60,7 @@ fn traffic(
         .map(|i| Record {
             route: route.into(),
             backend: Some(backend.into()),
+            pair: true,
             at: t + (i as i64 * 1000 / n.max(1) as i64),
             sample: Sample {
                 error: i < errors,
@@ -72,6 +75,7 @@ fn traffic(
 
 const B1: &str = "http://127.0.0.1:1";
 const B2: &str = "http://127.0.0.1:2";
+const B3: &str = "http://127.0.0.1:3";
 
 #[test]
 fn the_static_limit_applies_until_the_learning_period_has_passed() {
@@ -223,6 +227,43 @@ fn routes_with_different_error_baselines_get_different_breaker_thresholds() {
     // B2 saw no traffic: nothing learned, the static error_rate stays.
     assert!(!gw.backends[1].breaker.threshold_learned());
     assert_eq!(gw.backends[1].breaker.threshold(), 0.5);
+}
+
+#[test]
+fn a_route_with_one_backend_learns_its_threshold_from_what_reached_the_backend() {
+    let (gw, store, analyzer) = setup(true);
+    // Every second: 20 requests reach the route's only backend, 2 of them fail (10 %), and
+    // 20 more are answered 503 without reaching it (its breaker open, say).
+    let second = |t: i64, backend: Option<&str>, errors: u64| -> Vec<Record> {
+        (0..20)
+            .map(|i| Record {
+                route: "/c".into(),
+                backend: backend.map(Into::into),
+                pair: false, // as the recorder files a route whose upstream has one backend
+                at: t + i * 50,
+                sample: Sample {
+                    error: (i as u64) < errors,
+                    latency_us: 5000,
+                    bytes_in: 0,
+                    bytes_out: 10,
+                },
+            })
+            .collect()
+    };
+    for s in 0..12 {
+        store.record(&second(T0 + s * SEC, Some(B3), 2));
+        store.record(&second(T0 + s * SEC, None, 20));
+    }
+    analyzer.tick(T0 + 12 * SEC);
+    assert!(store.series(SeriesKind::Pair).is_empty(), "no pair series");
+    let b3 = &gw.backends[2];
+    let slot = b3.slot_of(2).unwrap();
+    let threshold = b3.breaker.route_threshold(slot).unwrap();
+    // 10 % × 5; the 503s that never reached it (55 % of errors in all) are not its errors.
+    assert!((threshold - 0.5).abs() < 1e-9, "{threshold}");
+    let route = analyzer.latest();
+    let route = route.route("/c").unwrap();
+    assert!((route.baseline.overall_error_rate - 0.55).abs() < 1e-9);
 }
 
 #[test]

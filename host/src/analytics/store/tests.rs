@@ -17,6 +17,7 @@ fn rec(route: &str, backend: Option<&str>, at: UnixMs, latency_us: u64, error: b
     Record {
         route: route.into(),
         backend: backend.map(Into::into),
+        pair: backend.is_some(),
         at,
         sample: Sample {
             error,
@@ -70,6 +71,26 @@ fn requests_land_in_the_bucket_of_their_interval() {
         1_000,
         "first bucket dates the series"
     );
+}
+
+#[test]
+fn a_route_with_one_backend_keeps_no_pair_and_counts_what_reached_it() {
+    let s = MemoryStore::new(settings(), None);
+    let one_backend = |backend: Option<&str>, error| Record {
+        pair: false,
+        ..rec("/a", backend, 1_500, 100, error)
+    };
+    s.record(&[
+        one_backend(Some("b1"), false),
+        one_backend(Some("b1"), true),
+        one_backend(None, true), // turned away before a backend: a 503 of an open breaker
+    ]);
+    let b = &s.buckets(&route("/a"), 0, 10 * SEC)[0];
+    assert_eq!((b.requests, b.errors), (3, 2));
+    assert_eq!((b.backend_requests, b.backend_errors), (2, 1));
+    assert!(s.series(SeriesKind::Pair).is_empty());
+    let backend = &s.buckets(&SeriesKey::Backend("b1".into()), 0, 10 * SEC)[0];
+    assert_eq!((backend.requests, backend.backend_requests), (2, 2));
 }
 
 #[test]
