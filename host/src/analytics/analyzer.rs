@@ -6,13 +6,13 @@
 //!
 //! `tick` and `rebalance` take the time as an argument, so tests drive them by hand.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use super::anomaly::AnomalyLog;
+use super::anomaly::{AnomalyLog, BySeries};
 use super::baseline::{Reached, baseline, window};
 use super::bucket::{UnixMs, align};
 use super::store::{SeriesKey, SeriesKind, TrafficStore};
@@ -84,6 +84,9 @@ pub struct Analyzer {
     plugins: Option<Arc<Plugins>>,
     /// Each configured route's rate-limit plugin, if any (by route index).
     route_policies: Vec<Option<String>>,
+    /// The configured routes' and backends' names, sorted and without repeats.
+    route_names: Vec<Arc<str>>,
+    backend_names: Vec<Arc<str>>,
     pub anomalies: Mutex<AnomalyLog>,
     /// Each series' window, kept between ticks (only the analyzer thread takes it).
     windows: Mutex<Windows>,
@@ -109,12 +112,21 @@ impl Analyzer {
                 None => config.plugins.rate_limit.clone(),
             })
             .collect();
+        let sorted = |mut names: Vec<Arc<str>>| {
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        let route_names = sorted(gw.routes.iter().map(|r| r.label.clone()).collect());
+        let backend_names = sorted(gw.backends.iter().map(|b| b.label.clone()).collect());
         Self {
             gw,
             store,
             config,
             plugins,
             route_policies,
+            route_names,
+            backend_names,
             anomalies,
             windows: Mutex::default(),
             latest: ArcSwap::from_pointee(Analysis::default()),
@@ -175,14 +187,8 @@ impl Analyzer {
             pacer.pause_if_due();
             self.report(key.clone(), &key, first_seen, clock, &ongoing)
         };
-        let routes = self.series(
-            SeriesKind::Route,
-            self.gw.routes.iter().map(|r| r.label.clone()),
-        );
-        let backends = self.series(
-            SeriesKind::Backend,
-            self.gw.backends.iter().map(|b| b.label.clone()),
-        );
+        let routes = self.series(SeriesKind::Route, &self.route_names);
+        let backends = self.series(SeriesKind::Backend, &self.backend_names);
         let analysis = Arc::new(Analysis {
             at_ms: now,
             bucket_ms,
@@ -216,7 +222,7 @@ impl Analyzer {
         anomalies_of: &SeriesKey,
         first_seen: Option<UnixMs>,
         c: Clock,
-        ongoing: &HashMap<SeriesKey, UnixMs>,
+        ongoing: &BySeries<UnixMs>,
     ) -> SeriesReport {
         let learn_after = ms(self.config.analytics.anomaly.learn_after);
         let since = ongoing
@@ -247,28 +253,28 @@ impl Analyzer {
         }
     }
 
-    /// Configured names plus every name the store knows, with when each was first seen,
-    /// sorted by name.
-    fn series(
-        &self,
-        kind: SeriesKind,
-        configured: impl Iterator<Item = Arc<str>>,
-    ) -> Vec<(Arc<str>, Option<UnixMs>)> {
-        let known: HashMap<Arc<str>, UnixMs> = self
+    /// Configured names (`configured`: sorted) plus every name the store knows, with when
+    /// each was first seen, sorted by name.
+    fn series(&self, kind: SeriesKind, configured: &[Arc<str>]) -> Vec<(Arc<str>, Option<UnixMs>)> {
+        let mut known: hashbrown::HashMap<Arc<str>, UnixMs, foldhash::fast::RandomState> = self
             .store
             .series(kind)
             .into_iter()
             .map(|(k, first)| (k.name().clone(), first))
             .collect();
-        let mut names: BTreeSet<Arc<str>> = configured.collect();
-        names.extend(known.keys().cloned());
+        let mut names: Vec<(Arc<str>, Option<UnixMs>)> = configured
+            .iter()
+            .map(|n| (n.clone(), known.remove(n)))
+            .collect();
+        if !known.is_empty() {
+            // Names not configured (unmatched paths), sorted on their own, then merged: the
+            // stable sort finds the two sorted runs and merges them in one pass.
+            let mut extra: Vec<_> = known.into_iter().map(|(n, f)| (n, Some(f))).collect();
+            extra.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            names.extend(extra);
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         names
-            .into_iter()
-            .map(|n| {
-                let first = known.get(&n).copied();
-                (n, first)
-            })
-            .collect()
     }
 
     fn detect_anomalies(&self, analysis: &Analysis, mut session: Option<&mut Session<'_>>) {
@@ -374,10 +380,13 @@ impl Analyzer {
                 .set(value);
         };
         let mut pacer = Pacer::default();
-        let pairs: HashMap<SeriesKey, UnixMs> =
-            self.store.series(SeriesKind::Pair).into_iter().collect();
+        let pairs: BySeries<UnixMs> = self.store.series(SeriesKind::Pair).into_iter().collect();
         // After this tick's detection: a route's new anomaly keeps its pairs' baselines clean.
-        let ongoing = self.anomalies().ongoing_since();
+        let ongoing = if pairs.is_empty() {
+            BySeries::default()
+        } else {
+            self.anomalies().ongoing_since()
+        };
         for backend in &self.gw.backends {
             let own = analysis
                 .backend(&backend.label)

@@ -6,7 +6,7 @@
 //! therefore one event, not one per tick, and one that flickers around the threshold does
 //! not start a new event each time it comes back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -55,9 +55,14 @@ pub enum AnomalyNotice {
     Ended(Anomaly),
 }
 
+/// A map keyed by series, hashed fast (the analyzer looks every series up on every tick).
+pub type BySeries<V> = hashbrown::HashMap<SeriesKey, V, foldhash::fast::RandomState>;
+
 /// Active anomalies and the history of ended ones.
 pub struct AnomalyLog {
-    active: HashMap<(SeriesKey, Metric), Anomaly>,
+    /// By series: each series' ongoing anomalies, one per metric at most. A series with
+    /// none has no entry, so a tick's evaluation of a normal series is one lookup.
+    active: BySeries<Vec<Anomaly>>,
     ended: VecDeque<Anomaly>,
     next_id: u64,
     history_ms: i64,
@@ -85,7 +90,7 @@ impl AnomalyLog {
     pub fn new(history_ms: i64, quiet_ms: i64, metrics: Metrics) -> Self {
         let (tx, _) = broadcast::channel(1024);
         Self {
-            active: HashMap::new(),
+            active: BySeries::default(),
             ended: VecDeque::new(),
             next_id: 1,
             history_ms,
@@ -106,9 +111,14 @@ impl AnomalyLog {
         if matches!(key, SeriesKey::Pair(..)) {
             return; // route x backend pairs only set breaker thresholds
         }
+        if findings.is_empty() && !self.active.contains_key(key) {
+            return self.expire(now); // the common case: a normal series stays normal
+        }
+        let mut started = Vec::new();
+        let mut ended = Vec::new();
+        let list = self.active.entry(key.clone()).or_default();
         for f in findings {
-            let entry_key = (key.clone(), f.metric);
-            if let Some(a) = self.active.get_mut(&entry_key) {
+            if let Some(a) = list.iter_mut().find(|a| a.metric == f.metric) {
                 a.last_seen_ms = now;
                 a.current = f.current;
                 a.mean = f.mean;
@@ -140,30 +150,32 @@ impl AnomalyLog {
                 quiet_since: None,
             };
             self.next_id += 1;
-            self.announce_start(key, &a);
-            self.active.insert(entry_key, a);
+            started.push(a.clone());
+            list.push(a);
         }
-        // One lookup per metric, not a scan of every ongoing anomaly: this runs for every
-        // series on every tick.
-        let over: Vec<(SeriesKey, Metric)> = Metric::ALL
-            .into_iter()
-            .filter(|m| !findings.iter().any(|f| f.metric == *m))
-            .map(|m| (key.clone(), m))
-            .filter(|k| self.active.contains_key(k))
-            .collect();
-        for k in over {
-            let quiet_ms = self.quiet_ms;
-            let Some(a) = self.active.get_mut(&k) else {
-                continue;
-            };
-            let since = *a.quiet_since.get_or_insert(now);
-            if now - since >= quiet_ms
-                && let Some(mut a) = self.active.remove(&k)
-            {
-                a.ended_ms = Some(since);
-                self.announce_end(&k.0, &a);
-                self.ended.push_back(a);
+        // Those not seen this tick: ended once normal for the whole quiet period.
+        let quiet_ms = self.quiet_ms;
+        list.retain_mut(|a| {
+            if findings.iter().any(|f| f.metric == a.metric) {
+                return true;
             }
+            let since = *a.quiet_since.get_or_insert(now);
+            if now - since < quiet_ms {
+                return true;
+            }
+            a.ended_ms = Some(since);
+            ended.push(a.clone());
+            false
+        });
+        if list.is_empty() {
+            self.active.remove(key);
+        }
+        for a in &started {
+            self.announce_start(key, a);
+        }
+        for a in ended {
+            self.announce_end(key, &a);
+            self.ended.push_back(a);
         }
         self.expire(now);
     }
@@ -171,16 +183,16 @@ impl AnomalyLog {
     /// Ends anomalies of series that were not evaluated (gone from the store) and forgets
     /// ended ones older than the history.
     pub fn end_unseen(&mut self, evaluated: &dyn Fn(&SeriesKey) -> bool, now: UnixMs) {
-        let gone: Vec<_> = self
+        let gone: Vec<SeriesKey> = self
             .active
             .keys()
-            .filter(|(k, _)| !evaluated(k))
+            .filter(|k| !evaluated(k))
             .cloned()
             .collect();
         for k in gone {
-            if let Some(mut a) = self.active.remove(&k) {
+            for mut a in self.active.remove(&k).unwrap_or_default() {
                 a.ended_ms = Some(now);
-                self.announce_end(&k.0, &a);
+                self.announce_end(&k, &a);
                 self.ended.push_back(a);
             }
         }
@@ -204,6 +216,7 @@ impl AnomalyLog {
         let mut out: Vec<Anomaly> = self
             .active
             .values()
+            .flatten()
             .chain(
                 if filter.active_only {
                     None
@@ -236,20 +249,21 @@ impl AnomalyLog {
 
     /// When the earliest ongoing anomaly of each series with one started: one map for a
     /// whole tick, looked up per series, rather than a lookup per metric per series.
-    pub fn ongoing_since(&self) -> HashMap<SeriesKey, UnixMs> {
-        let mut out: HashMap<SeriesKey, UnixMs> = HashMap::with_capacity(self.active.len());
-        for ((key, _), a) in &self.active {
-            out.entry(key.clone())
-                .and_modify(|s| *s = (*s).min(a.started_ms))
-                .or_insert(a.started_ms);
-        }
-        out
+    pub fn ongoing_since(&self) -> BySeries<UnixMs> {
+        self.active
+            .iter()
+            .filter_map(|(key, list)| {
+                let since = list.iter().map(|a| a.started_ms).min()?;
+                Some((key.clone(), since))
+            })
+            .collect()
     }
 
     /// Anomalies of a route that started at or after `since`.
     pub fn count_for_route(&self, route: &str, since: UnixMs) -> usize {
         self.active
             .values()
+            .flatten()
             .chain(self.ended.iter())
             .filter(|a| a.route.as_deref() == Some(route) && a.started_ms >= since)
             .count()
@@ -399,6 +413,12 @@ mod tests {
         };
         assert_eq!(log.list(&f(Metric::RequestRate))[0].ended_ms, Some(2000));
         assert_eq!(log.list(&f(Metric::LatencyP99))[0].ended_ms, None);
+        assert_eq!(log.ongoing_since().get(&route("/a")), Some(&1000));
+        log.observe(&route("/a"), &[], 3000);
+        assert!(
+            !log.ongoing_since().contains_key(&route("/a")),
+            "its last anomaly over, the series has none going on"
+        );
         let b = log.list(&Filter {
             backend: Some("http://b".into()),
             ..Default::default()

@@ -49,6 +49,13 @@ impl KeyRef<'_> {
     }
 }
 
+/// For maps' `entry_ref`, which clones the key only when it inserts one.
+impl From<&SeriesKey> for SeriesKey {
+    fn from(key: &SeriesKey) -> Self {
+        key.clone()
+    }
+}
+
 /// Hashed as its borrowed form, so both find the same entry.
 impl std::hash::Hash for SeriesKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {

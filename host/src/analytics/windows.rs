@@ -81,7 +81,7 @@ impl Windows {
         before: Option<UnixMs>,
     ) -> Window<'_> {
         let tick = self.tick;
-        let held = self.series.entry(key.clone()).or_insert_with(|| Held {
+        let held = self.series.entry_ref(key).or_insert_with(|| Held {
             buckets: VecDeque::new(),
             latency: DenseHistogram::default(),
             before: None,
