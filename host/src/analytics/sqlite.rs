@@ -503,6 +503,26 @@ mod tests {
         assert_eq!(key_columns(&path), ["start_ms", "kind", "name", "backend"]);
     }
 
+    /// The table as the second and third versions made it (a `backend` column, no counts
+    /// of what reached a backend), keyed by `key`.
+    fn table_with_backends(key: &str) -> String {
+        format!(
+            "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL,
+                 backend TEXT NOT NULL, start_ms INTEGER NOT NULL, interval_ms INTEGER NOT NULL,
+                 requests INTEGER NOT NULL, errors INTEGER NOT NULL,
+                 latency_total_us INTEGER NOT NULL, latency_max_us INTEGER NOT NULL,
+                 bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL, latency BLOB NOT NULL,
+                 PRIMARY KEY ({key})) WITHOUT ROWID;"
+        )
+    }
+
+    /// What opening the file at `path` reads back (upgrading it as needed); closed again.
+    fn opened(path: &Path) -> Vec<(SeriesKey, Bucket)> {
+        let (persist, loaded) = open(path, 0).unwrap();
+        persist.close();
+        loaded
+    }
+
     /// A database file made by `sql`: an earlier version's schema and rows.
     fn file_from(dir: &tempfile::TempDir, sql: &str) -> std::path::PathBuf {
         let path = dir.path().join("old.db");
@@ -527,21 +547,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = file_from(
             &dir,
-            "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, backend TEXT NOT NULL,
-                   start_ms INTEGER NOT NULL, interval_ms INTEGER NOT NULL, requests INTEGER NOT NULL,
-                   errors INTEGER NOT NULL, latency_total_us INTEGER NOT NULL,
-                   latency_max_us INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
-                   bytes_out INTEGER NOT NULL, latency BLOB NOT NULL,
-                   PRIMARY KEY (kind, name, backend, start_ms)) WITHOUT ROWID;
+            &format!(
+                "{}
                  CREATE INDEX buckets_by_start ON buckets (start_ms);
                  INSERT INTO buckets VALUES (2, '/a', 'http://b:1', 5000, 1000, 7, 1, 700, 100, 0, 0, x'');
                  INSERT INTO buckets VALUES (0, '/a', '', 6000, 1000, 3, 0, 300, 100, 0, 0, x'');",
+                table_with_backends("kind, name, backend, start_ms")
+            ),
         );
-        let (persist, loaded) = open(&path, 0).unwrap();
-        persist.close();
-        let got: Vec<_> = loaded
-            .iter()
-            .map(|(k, b)| (k.clone(), b.start, b.requests))
+        let got: Vec<_> = opened(&path)
+            .into_iter()
+            .map(|(k, b)| (k, b.start, b.requests))
             .collect();
         assert_eq!(
             got,
@@ -563,23 +579,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = file_from(
             &dir,
-            "CREATE TABLE buckets (kind INTEGER NOT NULL, name TEXT NOT NULL, backend TEXT NOT NULL,
-                   start_ms INTEGER NOT NULL, interval_ms INTEGER NOT NULL, requests INTEGER NOT NULL,
-                   errors INTEGER NOT NULL, latency_total_us INTEGER NOT NULL,
-                   latency_max_us INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
-                   bytes_out INTEGER NOT NULL, latency BLOB NOT NULL,
-                   PRIMARY KEY (start_ms, kind, name, backend)) WITHOUT ROWID;
+            &format!(
+                "{}
                  INSERT INTO buckets VALUES (0, '/a', '', 5000, 1000, 10, 4, 0, 0, 0, 0, x'');
                  INSERT INTO buckets VALUES (2, '/a', 'http://b:1', 5000, 1000, 5, 1, 0, 0, 0, 0, x'');
                  INSERT INTO buckets VALUES (2, '/a', 'http://b:2', 5000, 1000, 3, 2, 0, 0, 0, 0, x'');
                  INSERT INTO buckets VALUES (1, 'http://b:1', '', 5000, 1000, 9, 1, 0, 0, 0, 0, x'');
                  INSERT INTO buckets VALUES (0, '/a', '', 6000, 1000, 2, 2, 0, 0, 0, 0, x'');",
+                table_with_backends("start_ms, kind, name, backend")
+            ),
         );
-        let (persist, loaded) = open(&path, 0).unwrap();
-        persist.close();
-        let got: Vec<_> = loaded
-            .iter()
-            .map(|(k, b)| (k.clone(), b.start, b.backend_requests, b.backend_errors))
+        let got: Vec<_> = opened(&path)
+            .into_iter()
+            .map(|(k, b)| (k, b.start, b.backend_requests, b.backend_errors))
             .collect();
         let route = || SeriesKey::Route("/a".into());
         assert_eq!(
