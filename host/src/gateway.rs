@@ -70,6 +70,12 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether the route's upstream has more than one backend. A route with one keeps no
+    /// route × backend series in analytics: its own counts what reached that backend.
+    pub fn several_backends(&self) -> bool {
+        self.upstream.as_ref().is_some_and(|u| u.backends.len() > 1)
+    }
+
     /// The limit in force, requests per minute: learned, else static, else none.
     pub fn current_limit(&self) -> Option<f64> {
         self.adaptive.get().or_else(|| {

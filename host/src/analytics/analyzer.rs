@@ -398,11 +398,7 @@ impl Analyzer {
                 let Some(route) = self.gw.routes.get(*route_id) else {
                     continue;
                 };
-                let sole = route
-                    .upstream
-                    .as_ref()
-                    .is_some_and(|u| u.backends.len() == 1);
-                let threshold = if sole {
+                let threshold = if !route.several_backends() {
                     analysis.route(&route.label).and_then(|r| {
                         let (reached, history) = (r.reached, r.baseline.history_seconds);
                         learned(reached.requests, reached.errors, history)

@@ -120,11 +120,7 @@ impl Pending {
         gw.sink.record(TrafficEvent {
             route: self.label.clone(),
             backend: self.backend.take(),
-            several_backends: self
-                .route
-                .upstream
-                .as_ref()
-                .is_some_and(|u| u.backends.len() > 1),
+            several_backends: self.route.several_backends(),
             method: self.method.clone(),
             status: self.status,
             latency,
