@@ -1,6 +1,8 @@
 //! Benchmarks of the analytics hot spots: the record path (what every request pays), one
-//! maintenance pass over 2,001 series (what the event loop pays per bucket interval) and
-//! one analyzer tick over 10,000 routes (what the background pays per tick).
+//! maintenance pass over 2,001 series (what the event loop pays per bucket interval), one
+//! analyzer tick over 10,000 routes (what the background pays per tick), and one tick as
+//! the bench's routes scenario runs it (1,000 configured routes on one backend, 1 s ticks;
+//! the built-in policies instead of the wasm ones).
 //!
 //! `cargo bench -p microgate --bench analytics`
 
@@ -246,5 +248,83 @@ fn analyzer_tick(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record_path, maintain_pass, analyzer_tick);
+fn routes_scenario_tick(c: &mut Criterion) {
+    const ROUTES: usize = 1_000;
+    const BACKEND: &str = "http://127.0.0.1:9";
+    let mut yaml = format!(
+        "upstreams:\n  b: {{ backends: [{BACKEND}] }}\nanalytics:\n  store: memory\n  \
+         bucket_interval: 1s\n  window: 30s\n  rollup_after: 1m\n  rollup_interval: 10s\n  \
+         analyzer_interval: 1s\nadaptive_rate_limit: {{ learning_period: 10s }}\n\
+         circuit_breaker: {{ adaptive: {{ learning_period: 10s }} }}\nroutes:\n"
+    );
+    for r in 0..ROUTES {
+        yaml += &format!("  - {{ path: /api/route/{r}, upstream: b }}\n");
+    }
+    let config = Arc::new(Config::parse(&yaml, "bench").unwrap());
+    let gw = Arc::new(Gateway::new(&config, Metrics::new(), Arc::new(Discard)).unwrap());
+    let store = Arc::new(MemoryStore::new(
+        StoreSettings::from_config(&config.analytics),
+        None,
+    ));
+    let names: Vec<Arc<str>> = (0..ROUTES)
+        .map(|r| format!("/api/route/{r}").into())
+        .collect();
+    let backend: Arc<str> = BACKEND.into();
+    // One second of the scenario's traffic: ~25 requests a route, latencies spread, a few
+    // errors, as the recorder files them (one backend: no pair series).
+    let second = |s: i64| -> Vec<Record> {
+        let mut out = Vec::with_capacity(ROUTES * 25);
+        for (r, route) in names.iter().enumerate() {
+            for i in 0..25u64 {
+                out.push(Record {
+                    route: route.clone(),
+                    backend: Some(backend.clone()),
+                    pair: false,
+                    at: s * 1000 + i as i64 * 40,
+                    sample: Sample {
+                        error: (r as u64 + i + s as u64).is_multiple_of(97),
+                        latency_us: 900 + (r as u64 * 37 + i * 997 + s as u64 * 131) % 3000,
+                        bytes_in: 0,
+                        bytes_out: 200,
+                    },
+                });
+            }
+        }
+        out
+    };
+    let start: i64 = 1_800_000_000;
+    for s in start..start + 31 {
+        store.record(&second(s));
+        store.maintain((s + 1) * 1000);
+    }
+    let analyzer = Analyzer::new(gw, store.clone() as Arc<dyn TrafficStore>, config, None);
+    analyzer.tick((start + 31) * 1000 + 1);
+    let mut s = start + 31;
+    let mut g = c.benchmark_group("analyzer");
+    g.sample_size(20);
+    g.bench_function(
+        "tick as in the routes scenario: 1,000 routes on one backend x 30 buckets",
+        |b| {
+            b.iter_batched(
+                || {
+                    store.record(&second(s));
+                    s += 1;
+                    store.maintain(s * 1000);
+                    s * 1000 + 1
+                },
+                |now| black_box(analyzer.tick(now)),
+                criterion::BatchSize::PerIteration,
+            )
+        },
+    );
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    record_path,
+    maintain_pass,
+    analyzer_tick,
+    routes_scenario_tick
+);
 criterion_main!(benches);

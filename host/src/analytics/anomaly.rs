@@ -250,13 +250,14 @@ impl AnomalyLog {
     /// When the earliest ongoing anomaly of each series with one started: one map for a
     /// whole tick, looked up per series, rather than a lookup per metric per series.
     pub fn ongoing_since(&self) -> BySeries<UnixMs> {
-        self.active
-            .iter()
-            .filter_map(|(key, list)| {
-                let since = list.iter().map(|a| a.started_ms).min()?;
-                Some((key.clone(), since))
-            })
-            .collect()
+        // Sized at once: collected from a filter, the map grew and rehashed several times.
+        let mut out = BySeries::with_capacity_and_hasher(self.active.len(), Default::default());
+        for (key, list) in &self.active {
+            if let Some(since) = list.iter().map(|a| a.started_ms).min() {
+                out.insert(key.clone(), since);
+            }
+        }
+        out
     }
 
     /// Anomalies of a route that started at or after `since`.
