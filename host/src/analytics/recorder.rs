@@ -50,7 +50,7 @@ pub fn recorder(capacity: usize, dropped: IntCounter) -> (Recorder, mpsc::Receiv
 impl TrafficSink for Recorder {
     fn record(&self, e: TrafficEvent) {
         let record = Record {
-            pair: e.several_backends && e.backend.is_some(),
+            pair: e.several_backends,
             route: e.route,
             backend: e.backend,
             at: unix_ms(e.at),

@@ -110,8 +110,8 @@ pub struct Record {
     pub route: Arc<str>,
     /// The backend that served it, if one was reached.
     pub backend: Option<Arc<str>>,
-    /// File it into the route × backend series too. Set when the route's upstream has
-    /// more than one backend: with one, the route's own buckets count what reached it
+    /// File it into the route × backend series too (when `backend` is set). Set when the
+    /// route's upstream has more than one backend: with one, the route's own buckets count what reached it
     /// (`Bucket::backend_requests`), and a pair series would repeat them.
     pub pair: bool,
     pub at: UnixMs,
