@@ -332,6 +332,7 @@ impl Persist for SqlitePersist {
 mod tests {
     use super::*;
     use crate::analytics::bucket::Sample;
+    use crate::analytics::histogram::DenseHistogram;
     use crate::analytics::store::{MemoryStore, Record, StoreSettings, TrafficStore};
     use std::sync::Arc;
 
@@ -410,13 +411,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let (persist, _) = open(&path, 0).unwrap();
-        // ~2 MB of buckets (a latency histogram of 60 bins each), in 40 transactions.
-        let latency = Histogram::decode(
-            &(0u16..60)
-                .flat_map(|bin| [bin.to_le_bytes().as_slice(), &7u32.to_le_bytes()].concat())
-                .collect::<Vec<u8>>(),
-        )
-        .unwrap();
+        // ~3 MB of buckets (a latency histogram of 80 bins each), in 40 transactions.
+        let mut dense = DenseHistogram::default();
+        (0..4096).for_each(|us| dense.add(us));
+        let latency = dense.to_sparse();
         for batch in 0..40 {
             let changes = (0..150)
                 .map(|i| {
