@@ -292,7 +292,10 @@ impl Analyzer {
                     .iter()
                     .map(|r| (SeriesKey::Backend(r.name.clone()), r)),
             );
+        let mut pacer = Pacer::default();
         for (key, report) in all {
+            // A wasm call per series: two thousand of them with 1,000 routes.
+            pacer.pause_if_due();
             let from_plugin = match (session.as_deref_mut(), plugin) {
                 (Some(s), Some(slot)) => {
                     let kind = match key {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::bucket::{Bucket, OpenBucket, Sample, UnixMs, align};
+use crate::pace::Pacer;
 
 /// Which series a bucket belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -393,7 +394,12 @@ impl TrafficStore for MemoryStore {
         // The rolled-up buckets, and the start of the earliest bucket they merged.
         let mut rolled = Vec::new();
         let mut rolled_from = UnixMs::MAX;
+        // It runs on a blocking thread and takes milliseconds with thousands of series:
+        // it gives the core back between series (the drain skips a held lock, so holding
+        // it across a yield delays filing, never a request).
+        let mut pacer = Pacer::default();
         for (key, series) in map.iter_mut() {
+            pacer.pause_if_due();
             if series.open.as_ref().is_some_and(|o| o.end() <= now)
                 && let Some(open) = series.open.take()
             {
