@@ -79,6 +79,48 @@ fn record_path(c: &mut Criterion) {
     g.bench_function("store: batch of 1024 records", |b| {
         b.iter(|| store.record(black_box(&batch)))
     });
+
+    // As the gateway's routes scenario files them: 1,000 routes on one backend (no pair
+    // series), each record holding clones of the route table's names.
+    let store = MemoryStore::new(settings(), None);
+    let routes: Vec<Arc<str>> = (0..1000).map(|i| format!("/r/{i}").into()).collect();
+    let backend: Arc<str> = "http://127.0.0.1:9001".into();
+    let batch: Vec<Record> = (0..1024u64)
+        .map(|i| Record {
+            // A stride, so consecutive records land on different routes.
+            route: routes[(i as usize * 617) % routes.len()].clone(),
+            backend: Some(backend.clone()),
+            pair: false,
+            at: now,
+            sample: Sample {
+                error: false,
+                latency_us: 900 + (i * 37) % 1500,
+                bytes_in: 0,
+                bytes_out: 100,
+            },
+        })
+        .collect();
+    g.bench_function("store: batch of 1024 records, 1,000 routes", |b| {
+        b.iter(|| store.record(black_box(&batch)))
+    });
+    // The same after the caches have been churned, as 10 ms of proxying between two drain
+    // ticks churns them: in the gateway filing costs ~8 times what it costs warm.
+    let mut churn = vec![0u64; 4 << 20 >> 3];
+    g.bench_function(
+        "store: batch of 1024 records, 1,000 routes, cold caches",
+        |b| {
+            b.iter_batched(
+                || {
+                    for (i, x) in churn.iter_mut().enumerate().step_by(8) {
+                        *x = x.wrapping_add(i as u64);
+                    }
+                    black_box(&churn);
+                },
+                |()| store.record(black_box(&batch)),
+                criterion::BatchSize::PerIteration,
+            )
+        },
+    );
     g.finish();
 }
 

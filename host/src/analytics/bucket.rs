@@ -105,6 +105,12 @@ impl OpenBucket {
         self.start + self.interval_ms
     }
 
+    /// Reads what [`add`](Self::add) would write for a request of this latency, and
+    /// returns a value made from it: the store reads ahead this way to bring the lines in.
+    pub fn peek(&self, latency_us: u64) -> u64 {
+        self.requests ^ u64::from(self.latency.peek(latency_us))
+    }
+
     pub fn snapshot(&self) -> Bucket {
         Bucket {
             start: self.start,

@@ -69,6 +69,16 @@ impl DenseHistogram {
         *c = c.saturating_add(1);
     }
 
+    /// The count of the bin `us` falls in (0 before the first value): reading it brings
+    /// the bin's cache line in before [`add`](Self::add) writes it.
+    pub fn peek(&self, us: u64) -> u32 {
+        self.counts
+            .as_deref()
+            .and_then(|c| c.get(bin(us)))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Adds a compact histogram's counts.
     pub fn absorb(&mut self, h: &Histogram) {
         if h.bins.is_empty() {

@@ -203,6 +203,28 @@ impl StoreSettings {
     }
 }
 
+/// Records whose route series [`read_ahead`] reads before they are filed.
+const READ_AHEAD: usize = 8;
+
+/// Reads the lines that filing `records` will write in their routes' series (the map's
+/// entry, the bucket's counters, the latency histogram's bin), without writing anything.
+/// With a thousand routes those lines are cold after the ~10 ms of proxying between two
+/// drain ticks: filed one after another, each record waits for its misses in turn (a
+/// lookup's are dependent: the name, then the entry, then the bin), while these loads,
+/// record after record in a short loop, are independent and overlap.
+fn read_ahead(map: &SeriesMap, records: &[Record]) {
+    let mut seen = 0u64;
+    for r in records {
+        if let Some(open) = map
+            .get(&KeyRef::Route(&r.route))
+            .and_then(|s| s.open.as_ref())
+        {
+            seen ^= open.peek(r.sample.latency_us);
+        }
+    }
+    std::hint::black_box(seen);
+}
+
 /// foldhash: the map is updated three times per recorded request; its keys are route
 /// labels, bounded by the route cap, so SipHash's flooding resistance buys nothing here.
 /// hashbrown's map (std's, with `Equivalent`) is looked up with a borrowed [`KeyRef`].
@@ -485,28 +507,28 @@ impl MemoryStore {
     /// Files requests into their series' buckets, under the write lock it is given.
     fn file(&self, mut map: std::sync::RwLockWriteGuard<'_, SeriesMap>, records: &[Record]) {
         let mut out = Vec::new();
-        for r in records {
-            let reached = r.backend.is_some();
-            let route = KeyRef::Route(&r.route);
-            self.add(&mut map, route, r.at, &r.sample, reached, &mut out);
-            if let Some(b) = &r.backend {
-                self.add(
-                    &mut map,
-                    KeyRef::Backend(b),
-                    r.at,
-                    &r.sample,
-                    true,
-                    &mut out,
-                );
-                if r.pair {
-                    let pair = KeyRef::Pair(&r.route, b);
-                    self.add(&mut map, pair, r.at, &r.sample, true, &mut out);
-                }
-            }
+        for group in records.chunks(READ_AHEAD) {
+            read_ahead(&map, group);
+            self.file_group(&mut map, group, &mut out);
         }
         drop(map);
         if !out.is_empty() {
             self.closed().append(&mut out);
+        }
+    }
+
+    fn file_group(&self, map: &mut SeriesMap, records: &[Record], out: &mut Vec<Change>) {
+        for r in records {
+            let reached = r.backend.is_some();
+            let route = KeyRef::Route(&r.route);
+            self.add(map, route, r.at, &r.sample, reached, out);
+            if let Some(b) = &r.backend {
+                self.add(map, KeyRef::Backend(b), r.at, &r.sample, true, out);
+                if r.pair {
+                    let pair = KeyRef::Pair(&r.route, b);
+                    self.add(map, pair, r.at, &r.sample, true, out);
+                }
+            }
         }
     }
 

@@ -462,3 +462,45 @@ fn pairs_count_requests_and_errors_but_keep_no_latency_histogram() {
         assert_eq!(b.latency.count(), 2, "{key:?} keeps latencies");
     }
 }
+
+/// A batch is filed in groups of `READ_AHEAD`, each read before it is written: every
+/// record lands once, across group boundaries, whether its series exists already, is
+/// created in the same group, or closes a bucket there.
+#[test]
+fn a_large_batch_files_every_record_once_across_read_ahead_groups() {
+    let s = MemoryStore::new(settings(), None);
+    let n = READ_AHEAD * 5 + 3;
+    // Seven routes, so a group holds repeats and routes seen in earlier groups.
+    let batch = |at: UnixMs| -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                rec(
+                    &format!("/r{}", i % 7),
+                    Some("b"),
+                    at,
+                    100 + i as u64,
+                    false,
+                )
+            })
+            .collect()
+    };
+    s.record(&batch(1_000));
+    s.record(&batch(1_000));
+    // The next interval: the first record of each route closes its bucket mid-batch.
+    s.record(&batch(2_000));
+    let mut filed = 0;
+    for r in 0..7 {
+        let k = (0..n).filter(|i| i % 7 == r).count() as u64;
+        let buckets = s.buckets(&route(&format!("/r{r}")), 0, 10 * SEC);
+        let got: Vec<(i64, u64)> = buckets.iter().map(|b| (b.start, b.requests)).collect();
+        assert_eq!(got, [(1_000, 2 * k), (2_000, k)], "/r{r}");
+        for b in &buckets {
+            assert_eq!(b.latency.count(), b.requests, "/r{r}");
+            filed += b.requests;
+        }
+    }
+    assert_eq!(filed, 3 * n as u64);
+    let backend = s.buckets(&SeriesKey::Backend("b".into()), 0, 10 * SEC);
+    let got: Vec<u64> = backend.iter().map(|b| b.requests).collect();
+    assert_eq!(got, [2 * n as u64, n as u64]);
+}
