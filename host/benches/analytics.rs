@@ -105,12 +105,14 @@ fn record_path(c: &mut Criterion) {
     });
     // The same after the caches have been churned, as 10 ms of proxying between two drain
     // ticks churns them: in the gateway filing costs ~8 times what it costs warm.
-    let mut churn = vec![0u64; 4 << 20 >> 3];
+    const CHURN_BYTES: usize = 4 << 20;
+    let mut churn = vec![0u64; CHURN_BYTES / size_of::<u64>()];
     g.bench_function(
         "store: batch of 1024 records, 1,000 routes, cold caches",
         |b| {
             b.iter_batched(
                 || {
+                    // One write per 64-byte line.
                     for (i, x) in churn.iter_mut().enumerate().step_by(8) {
                         *x = x.wrapping_add(i as u64);
                     }
