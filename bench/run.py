@@ -540,11 +540,20 @@ def summarize(runs):
         summary[name]["non2xx"] = sum(r["non2xx"] for r in rs)
         summary[name]["steal_pct"] = median([r.get("steal_pct", 0.0) for r in rs])
         summary[name]["reruns"] = sum(r.get("attempt", 1) - 1 for r in rs)
+    def below(a, b, k):
+        """In how many rounds the proxy's run was below nginx's of the same round, as
+        "k/n": a median ratio near 1.0 says little on its own, 4/4 or 0/4 says more."""
+        pairs = [(x[k], y[k]) for x, y in zip(a, b) if y[k]]
+        return f"{sum(1 for x, y in pairs if x < y)}/{len(pairs)}"
+
     base = runs.get("nginx")
     for name, s in summary.items():
         if base:
             for k, out in (("rps", "rps_vs_nginx"), ("p99_ms", "p99_vs_nginx"), ("cpu_us_per_request", "cpu_vs_nginx")):
                 s[out] = paired(runs[name], base, k)
+            if name != "nginx":
+                s["p99_rounds_below_nginx"] = below(runs[name], base, "p99_ms")
+                s["cpu_rounds_below_nginx"] = below(runs[name], base, "cpu_us_per_request")
     if "microgate" in runs and "microgate-off" in runs:
         on, off = runs["microgate"], runs["microgate-off"]
         summary["analytics_cost"] = {
@@ -571,8 +580,15 @@ def machine():
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def rounds(s, what):
+    """ " (k/n)": the rounds in which the proxy was below nginx, where known."""
+    k = s.get(f"{what}_rounds_below_nginx")
+    return f" ({k})" if k else ""
+
+
 def table(results):
     lines = []
+    lines.append("Ratios to nginx are medians of per-round ratios; (k/n): in k rounds of n the proxy was below nginx.")
     for scenario, data in results["scenarios"].items():
         rows = {k: v for k, v in data["summary"].items() if k != "analytics_cost"}
         tail = any("p999_ms" in s for s in rows.values())
@@ -585,7 +601,8 @@ def table(results):
                 f"| {name} | {s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
                 + (f"{s.get('p999_ms', float('nan')):.2f} | " if tail else "")
                 + f"{s['cpu_us_per_request']:.1f} | "
-                f"{s.get('rps_vs_nginx', float('nan')):.2f} | {s.get('p99_vs_nginx', float('nan')):.2f} | {s.get('cpu_vs_nginx', float('nan')):.2f} |"
+                f"{s.get('rps_vs_nginx', float('nan')):.2f} | {s.get('p99_vs_nginx', float('nan')):.2f}{rounds(s, 'p99')} | "
+                f"{s.get('cpu_vs_nginx', float('nan')):.2f}{rounds(s, 'cpu')} |"
             )
         steal = [r.get("steal_pct", 0.0) for runs in data["runs"].values() for r in runs]
         if steal:
