@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use prometheus::{Gauge, Histogram, IntCounter};
+use prometheus::{Gauge, IntCounter};
 
 use crate::analytics::routes::RouteNames;
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::clock::CoarseClock;
 use crate::config::{AuthKind, Config};
-use crate::metrics::{CounterCache, Metrics};
+use crate::metrics::{CounterCache, LatencyCells, Metrics};
 use crate::ratelimit::{RouteLimiter, SharedLimit};
 use crate::routing::{RoutePattern, Router};
 use crate::traffic::TrafficSink;
@@ -60,7 +60,7 @@ pub struct Route {
     pub strip_prefix: bool,
     pub connect_timeout: Duration,
     /// This route's `gateway_request_duration_seconds` series.
-    pub duration: Histogram,
+    pub duration: Arc<LatencyCells>,
     /// This route's `gateway_requests_total` series, by method and status.
     pub requests: CounterCache,
     /// This route's `gateway_rate_limited_total` series.
@@ -178,7 +178,7 @@ impl Gateway {
                 request_timeout: rc.request_timeout.unwrap_or(config.proxy.request_timeout),
                 strip_prefix: rc.strip_prefix,
                 connect_timeout: rc.connect_timeout.unwrap_or(config.proxy.connect_timeout),
-                duration: metrics.request_duration.with_label_values(&[label]),
+                duration: metrics.route_latency(label),
                 requests: CounterCache::default(),
                 rate_limited: metrics.rate_limited.with_label_values(&[label]),
                 limit_gauge: metrics.rate_limit_current.with_label_values(&[label]),
@@ -196,7 +196,7 @@ impl Gateway {
             request_timeout: config.proxy.request_timeout,
             strip_prefix: false,
             connect_timeout: config.proxy.connect_timeout,
-            duration: metrics.request_duration.with_label_values(&[UNMATCHED]),
+            duration: metrics.route_latency(UNMATCHED),
             requests: CounterCache::default(),
             rate_limited: metrics.rate_limited.with_label_values(&[UNMATCHED]),
             limit_gauge: metrics.rate_limit_current.with_label_values(&[UNMATCHED]),

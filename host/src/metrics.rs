@@ -1,7 +1,10 @@
 //! Every Prometheus metric the gateway exports, registered in one place.
 //! Names follow `gateway_<area>_<thing>_<unit>`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -20,8 +23,11 @@ pub struct Metrics {
     registry: Registry,
     /// Finished requests by route, method and status.
     pub requests: IntCounterVec,
-    /// Request duration by route, first byte in to last byte out.
+    /// Request duration by route, first byte in to last byte out: each configured route's
+    /// series is its [`LatencyCells`] (from [`Metrics::route_latency`]); this vector holds
+    /// the other names (unmatched paths, normalised). Both render as one family.
     pub request_duration: HistogramVec,
+    route_durations: Arc<RouteDurations>,
     /// Requests sent to backends, by backend and status (or `error`/`timeout`).
     pub upstream_requests: IntCounterVec,
     /// Breaker state per backend: 0 closed, 1 open, 2 half-open.
@@ -85,7 +91,11 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
-        reg(Box::new(request_duration.clone()));
+        let route_durations = Arc::new(RouteDurations {
+            by_name: request_duration.clone(),
+            routes: RwLock::default(),
+        });
+        reg(Box::new(RouteDurationsCollector(route_durations.clone())));
         let circuit_state = IntGaugeVec::new(
             Opts::new(
                 "gateway_circuit_state",
@@ -130,6 +140,7 @@ impl Metrics {
                 &["route", "method", "status"],
             ),
             request_duration,
+            route_durations,
             upstream_requests: counter_vec(
                 "gateway_upstream_requests_total",
                 "Requests sent to backends, by backend and response status (`error` when no response came, `timeout` when it came too late).",
@@ -191,6 +202,17 @@ impl Metrics {
         }
     }
 
+    /// The `gateway_request_duration_seconds` series of a configured route (the same
+    /// cells for the same name, as a labelled vector gives the same series).
+    pub fn route_latency(&self, route: &str) -> Arc<LatencyCells> {
+        let mut routes = self
+            .route_durations
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        routes.entry(route.into()).or_default().clone()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -215,6 +237,103 @@ pub fn method_label(method: &http::Method) -> (u32, &'static str) {
         Method::CONNECT => (7, "CONNECT"),
         Method::TRACE => (8, "TRACE"),
         _ => (9, "OTHER"),
+    }
+}
+
+/// One route's `gateway_request_duration_seconds` histogram, in atomics of its own.
+///
+/// A Prometheus `Histogram` reaches its bucket through three pointers (its core, the
+/// bounds list, the shard's bucket list): with a thousand routes each is a cache miss on
+/// every request. These cells are reached through one, their bucket found in the shared
+/// bounds, and [`RouteDurations`] renders them at scrape time.
+pub struct LatencyCells {
+    /// Observations per bucket of [`LATENCY_BUCKETS`], not cumulative; the last counts
+    /// those above every bound (`+Inf`).
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of the observations, microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Default for LatencyCells {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyCells {
+    pub fn observe(&self, latency: Duration) {
+        // `le` buckets: the first bound at or above the value.
+        let secs = latency.as_secs_f64();
+        let bucket = LATENCY_BUCKETS.partition_point(|bound| *bound < secs);
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The histogram as Prometheus renders it: cumulative buckets, count and sum.
+    fn snapshot(&self) -> prometheus::proto::Histogram {
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
+        let mut total = 0u64;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.counts) {
+            total += count.load(Ordering::Relaxed);
+            let mut b = prometheus::proto::Bucket::default();
+            b.set_upper_bound(*bound);
+            b.set_cumulative_count(total);
+            buckets.push(b);
+        }
+        if let Some(above) = self.counts.last() {
+            total += above.load(Ordering::Relaxed);
+        }
+        let mut h = prometheus::proto::Histogram::default();
+        h.set_sample_count(total);
+        h.set_sample_sum(self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        h.set_bucket(buckets);
+        h
+    }
+}
+
+/// The `gateway_request_duration_seconds` family: the configured routes' cells and the
+/// labelled vector of the other names, rendered together.
+struct RouteDurations {
+    by_name: HistogramVec,
+    routes: RwLock<HashMap<Box<str>, Arc<LatencyCells>>>,
+}
+
+struct RouteDurationsCollector(Arc<RouteDurations>);
+
+impl Collector for RouteDurationsCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.by_name.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.0.by_name.collect();
+        let routes = self.0.routes.read().unwrap_or_else(|e| e.into_inner());
+        let Some(family) = families.first_mut() else {
+            return families;
+        };
+        // A name that is both a route and in the vector (not expected: the vector holds
+        // names no route has) would render twice: the vector's series gives way.
+        let mut metrics: Vec<_> = family
+            .take_metric()
+            .into_iter()
+            .filter(|m| !m.get_label().iter().any(|l| routes.contains_key(l.value())))
+            .collect();
+        for (route, cells) in routes.iter() {
+            let mut label = prometheus::proto::LabelPair::default();
+            label.set_name("route".to_owned());
+            label.set_value(route.to_string());
+            let mut m = prometheus::proto::Metric::from_label(vec![label]);
+            m.set_histogram(cells.snapshot());
+            metrics.push(m);
+        }
+        family.set_metric(metrics);
+        families
     }
 }
 
@@ -312,6 +431,64 @@ mod tests {
         assert_eq!(made, 1);
         assert_eq!(m.requests.with_label_values(&["/a", "GET", "200"]).get(), 3);
         assert_eq!(m.requests.with_label_values(&["/a", "GET", "404"]).get(), 1);
+    }
+
+    /// The value of one line of the text exposition.
+    fn line(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn route_latencies_render_as_prometheus_histograms_beside_other_names() {
+        let m = Metrics::new();
+        let a = m.route_latency("/a");
+        a.observe(Duration::from_micros(700));
+        a.observe(Duration::from_millis(3));
+        a.observe(Duration::from_secs(40));
+        // The same name is the same series.
+        m.route_latency("/a").observe(Duration::from_micros(1000));
+        m.request_duration
+            .with_label_values(&["/other"])
+            .observe(0.002);
+        let text = m.render();
+        let a = |le: &str| {
+            line(
+                &text,
+                &format!("gateway_request_duration_seconds_bucket{{route=\"/a\",le=\"{le}\"}}"),
+            )
+        };
+        assert_eq!(a("0.0005"), Some(0.0));
+        assert_eq!(
+            a("0.001"),
+            Some(2.0),
+            "a bound holds the values equal to it"
+        );
+        assert_eq!(a("0.005"), Some(3.0));
+        assert_eq!(a("30"), Some(3.0));
+        assert_eq!(a("+Inf"), Some(4.0));
+        let count = "gateway_request_duration_seconds_count{route=\"/a\"}";
+        assert_eq!(line(&text, count), Some(4.0));
+        let sum = line(&text, "gateway_request_duration_seconds_sum{route=\"/a\"}");
+        assert!(sum.is_some_and(|s| (s - 40.0047).abs() < 1e-9), "{sum:?}");
+        let other = "gateway_request_duration_seconds_count{route=\"/other\"}";
+        assert_eq!(line(&text, other), Some(1.0));
+        assert_eq!(
+            text.matches("# TYPE gateway_request_duration_seconds histogram")
+                .count(),
+            1,
+            "one family"
+        );
+    }
+
+    #[test]
+    fn a_name_that_is_a_route_and_in_the_vector_renders_once() {
+        let m = Metrics::new();
+        m.route_latency("/a").observe(Duration::from_millis(1));
+        m.request_duration.with_label_values(&["/a"]).observe(0.001);
+        let text = m.render();
+        let count = "gateway_request_duration_seconds_count{route=\"/a\"}";
+        assert_eq!(text.matches(count).count(), 1, "{text}");
     }
 
     #[test]

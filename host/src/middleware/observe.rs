@@ -93,7 +93,7 @@ impl Pending {
         if Arc::ptr_eq(&self.label, &self.route.label) {
             let key = (method_key << 16) | u32::from(status.as_u16());
             self.route.requests.inc(key, series);
-            self.route.duration.observe(latency.as_secs_f64());
+            self.route.duration.observe(latency);
         } else {
             series().inc();
             gw.metrics
