@@ -27,7 +27,7 @@ pub struct Metrics {
     /// series is its [`LatencyCells`] (from [`Metrics::route_latency`]); this vector holds
     /// the other names (unmatched paths, normalised). Both render as one family.
     pub request_duration: HistogramVec,
-    route_durations: Arc<RouteDurations>,
+    route_durations: RouteDurations,
     /// Requests sent to backends, by backend and status (or `error`/`timeout`).
     pub upstream_requests: IntCounterVec,
     /// Breaker state per backend: 0 closed, 1 open, 2 half-open.
@@ -91,11 +91,11 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
-        let route_durations = Arc::new(RouteDurations {
+        let route_durations = RouteDurations {
             by_name: request_duration.clone(),
-            routes: RwLock::default(),
-        });
-        reg(Box::new(RouteDurationsCollector(route_durations.clone())));
+            routes: Arc::default(),
+        };
+        reg(Box::new(route_durations.clone()));
         let circuit_state = IntGaugeVec::new(
             Opts::new(
                 "gateway_circuit_state",
@@ -299,21 +299,20 @@ impl LatencyCells {
 
 /// The `gateway_request_duration_seconds` family: the configured routes' cells and the
 /// labelled vector of the other names, rendered together.
+#[derive(Clone)]
 struct RouteDurations {
     by_name: HistogramVec,
-    routes: RwLock<HashMap<Box<str>, Arc<LatencyCells>>>,
+    routes: Arc<RwLock<HashMap<Box<str>, Arc<LatencyCells>>>>,
 }
 
-struct RouteDurationsCollector(Arc<RouteDurations>);
-
-impl Collector for RouteDurationsCollector {
+impl Collector for RouteDurations {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.0.by_name.desc()
+        self.by_name.desc()
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let mut families = self.0.by_name.collect();
-        let routes = self.0.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut families = self.by_name.collect();
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
         let Some(family) = families.first_mut() else {
             return families;
         };
