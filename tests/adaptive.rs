@@ -455,3 +455,70 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// Each thread of `pid`: (thread id, name, nice value), from `/proc`.
+fn threads_nice(pid: i32) -> Vec<(i32, String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap();
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        // Fields after the name: state is field 3, nice field 19.
+        let nice = stat[close + 1..].split_whitespace().nth(16).unwrap();
+        out.push((
+            task.file_name().to_str().unwrap().parse().unwrap(),
+            stat[open + 1..close].to_owned(),
+            nice.parse().unwrap(),
+        ));
+    }
+    out
+}
+
+/// Learning's threads (the SQLite writer, the blocking pool's analyzer ticks) run at
+/// `analytics.background_nice`; the event loop keeps the proxy's priority.
+#[tokio::test]
+async fn learning_threads_run_below_the_proxys_priority() {
+    let a = Backend::echo("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_upstream(
+        &[&a],
+        "  - { path: /api/a, upstream: u }\n",
+        "proxy: { worker_threads: 1 }\n",
+    )
+    .replace(
+        "store: memory",
+        &format!(
+            "store: sqlite\n  path: {}\n  background_nice: 7",
+            dir.path().join("traffic.db").display()
+        ),
+    );
+    let gw = GatewayProc::start(&config);
+    let pid = gw.pid().as_raw();
+    let base = threads_nice(pid)
+        .into_iter()
+        .find(|t| t.0 == pid)
+        .unwrap()
+        .2;
+    assert!(base < 7, "the test runs at nice {base}: nothing to lower");
+    load(&client(), &gw.url("/api/a"), 5..=5, 2).await;
+    // The first analyzer tick ran on the blocking pool before the gateway listened; its
+    // thread stays in the pool for seconds, and ticks go on every second.
+    let threads = wait_for(Duration::from_secs(10), "learning's threads", || async {
+        let t = threads_nice(pid);
+        let writer = t.iter().any(|t| t.1 == "sqlite-writer" && t.2 == 7);
+        let pool = t.iter().any(|t| t.1 != "sqlite-writer" && t.2 == 7);
+        (writer && pool).then_some(t)
+    })
+    .await;
+    let main = threads.iter().find(|t| t.0 == pid).unwrap();
+    assert_eq!(
+        main.2, base,
+        "the event loop keeps its priority: {threads:?}"
+    );
+    assert!(
+        threads.iter().all(|t| t.2 == base || t.2 == 7),
+        "{threads:?}"
+    );
+}

@@ -88,6 +88,8 @@ pub async fn start_with_sink(
     extra: Option<Arc<dyn TrafficSink>>,
 ) -> Result<Running, StartError> {
     let config = Arc::new(config.clone());
+    // Before any of learning's threads start (the SQLite writer's is below).
+    pace::set_background_nice(config.analytics.background_nice);
     let metrics = Metrics::new();
     let (stop_background, background_stopped) = watch::channel(false);
     let mut background = JoinSet::new();
@@ -145,7 +147,7 @@ pub async fn start_with_sink(
     };
     if let Some(p) = &plugins {
         let p = p.clone();
-        let _ = tokio::task::spawn_blocking(move || p.rescan()).await;
+        let _ = pace::spawn_background(move || p.rescan()).await;
     }
     let analyzer = analytics.map(|store| {
         Arc::new(Analyzer::new(
@@ -161,7 +163,7 @@ pub async fn start_with_sink(
         // served from the first request on (the periodic ticks run on a blocking thread and
         // could otherwise lose that race on a busy machine).
         let a = a.clone();
-        let _ = tokio::task::spawn_blocking(move || a.tick(now_ms())).await;
+        let _ = pace::spawn_background(move || a.tick(now_ms())).await;
     }
 
     let bind = |what, addr| async move {
@@ -220,7 +222,7 @@ pub async fn start_with_sink(
                 move || {
                     let a = a.clone();
                     async move {
-                        let _ = tokio::task::spawn_blocking(move || a.tick(now_ms())).await;
+                        let _ = pace::spawn_background(move || a.tick(now_ms())).await;
                     }
                 }
             },
@@ -262,7 +264,7 @@ impl Running {
         let _ = self.stop_background.send(true);
         while self.background.join_next().await.is_some() {}
         if let Some(p) = self.persist.take() {
-            let _ = tokio::task::spawn_blocking(move || p.close()).await;
+            let _ = pace::spawn_background(move || p.close()).await;
         }
     }
 }

@@ -1,17 +1,75 @@
-//! Learning shares the core politely: its periodic work (analyzer ticks, SQLite writes)
-//! runs on threads of its own, which give the core back every [`SLICE`] of work.
+//! Learning shares the core politely: its periodic work (analyzer ticks, maintenance
+//! passes, SQLite writes, plugin loads) runs on threads of its own, at a lower priority
+//! than the proxy ([`background`]), which give the core back every [`SLICE`] of work.
 //!
-//! Why: the proxy's event loop and a background thread on the same core are scheduled as
-//! equals, and a thread that has the core keeps it until the scheduler's next tick (4 ms
-//! with `CONFIG_HZ=250`) however many requests wait meanwhile: a 30 ms analyzer tick
-//! became 4 ms stalls of every request in flight, and the proxy's p99 with 1,000 routes
-//! rose with the tick's length (docs/benchmarks.md). Yielding every 200 µs bounds the
-//! stall; learning still gets its fair share of the core, so it never falls behind.
+//! Why: the proxy's event loop and a background thread on the same core are otherwise
+//! scheduled as equals. A thread that has the core keeps it until the scheduler's next
+//! tick (4 ms with `CONFIG_HZ=250`) however many requests wait meanwhile, and a yield
+//! hands the core only to a thread the scheduler deems owed it (EEVDF's "eligible"): the
+//! event loop, which runs all the time, often is not, so a yield returned to the
+//! background thread and its stretches on the core ran to 0.5–4 ms, every request in
+//! flight waiting through each. At a lower priority the background thread falls behind
+//! its share after a few microseconds of work, so its yields and the event loop's wake-ups
+//! hand the core back at once; it still gets up to a tenth of a busy core at nice 10, ten
+//! times what learning needs with 1,000 routes on 1 s ticks, so it never falls behind
+//! (`SCHED_IDLE`, which gets almost nothing on a saturated core, did: docs/benchmarks.md).
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// Work done between two yields.
-pub const SLICE: Duration = Duration::from_micros(200);
+pub const SLICE: Duration = Duration::from_micros(50);
+
+/// `analytics.background_nice` unless configured.
+pub const DEFAULT_BACKGROUND_NICE: u8 = 10;
+
+/// The nice value [`background`] gives learning's threads (`analytics.background_nice`).
+static NICE: AtomicU8 = AtomicU8::new(DEFAULT_BACKGROUND_NICE);
+
+thread_local! {
+    /// The nice value this thread was given by [`lower_priority`], if any.
+    static GIVEN: Cell<Option<u8>> = const { Cell::new(None) };
+}
+
+/// Sets the nice value of learning's threads from now on (0: the proxy's own priority).
+pub fn set_background_nice(nice: u8) {
+    NICE.store(nice, Ordering::Relaxed);
+}
+
+/// Marks the calling thread as one of learning's: lowers its priority to the configured
+/// nice value (once per thread). Not for the event loop's own threads.
+pub fn background() {
+    lower_priority(NICE.load(Ordering::Relaxed));
+}
+
+/// Lowers the calling thread's priority (and only this thread's) to `nice`, once; a
+/// thread cannot raise its priority back without privileges, so a lower `nice` than the
+/// thread has is left as it is. Failure (a sandbox forbidding it) only costs latency, so
+/// it is logged, not returned.
+pub fn lower_priority(nice: u8) {
+    if nice == 0 || GIVEN.get().is_some_and(|n| n >= nice) {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    match rustix::process::setpriority_process(Some(tid), i32::from(nice)) {
+        Ok(()) => GIVEN.set(Some(nice)),
+        Err(e) => tracing::debug!(error = %e, nice, "cannot lower a learning thread's priority"),
+    }
+}
+
+/// Runs learning's `f` on tokio's blocking pool, at learning's priority
+/// ([`background`]).
+pub fn spawn_background<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        background();
+        f()
+    })
+}
 
 /// Call [`Pacer::pause_if_due`] between small steps of a long job. Not for the event
 /// loop's own thread.
@@ -48,6 +106,10 @@ impl Pacer {
 mod tests {
     use super::*;
 
+    fn nice_of(tid: rustix::thread::Pid) -> i32 {
+        rustix::process::getpriority_process(Some(tid)).unwrap()
+    }
+
     #[test]
     fn yields_once_a_slice_of_work_has_passed() {
         let start = Instant::now();
@@ -60,5 +122,41 @@ mod tests {
             p.since >= start,
             "and the next slice starts after the yield"
         );
+    }
+
+    #[test]
+    fn lowers_the_calling_threads_priority_and_no_other() {
+        let me = rustix::thread::gettid();
+        let base = nice_of(me);
+        if base >= 19 {
+            return; // already as low as it goes: nothing to lower
+        }
+        let target = u8::try_from((base + 5).min(19)).unwrap();
+        let (tid, after, again) = std::thread::spawn(move || {
+            lower_priority(target);
+            let after = nice_of(rustix::thread::gettid());
+            lower_priority(target.saturating_sub(1)); // lower `nice`: left as it is
+            (
+                rustix::thread::gettid(),
+                after,
+                nice_of(rustix::thread::gettid()),
+            )
+        })
+        .join()
+        .unwrap();
+        assert_ne!(tid, me);
+        assert_eq!(after, i32::from(target), "the background thread is lowered");
+        assert_eq!(again, i32::from(target), "and never raised back");
+        assert_eq!(nice_of(me), base, "the calling thread's neighbours are not");
+    }
+
+    #[tokio::test]
+    async fn background_jobs_run_at_the_configured_priority() {
+        let base = nice_of(rustix::thread::gettid());
+        let nice = NICE.load(Ordering::Relaxed);
+        let seen = spawn_background(|| nice_of(rustix::thread::gettid()))
+            .await
+            .unwrap();
+        assert_eq!(seen, base.max(i32::from(nice)));
     }
 }

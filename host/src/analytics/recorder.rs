@@ -102,7 +102,7 @@ pub async fn drain(
                 let records = std::mem::take(&mut batch);
                 let store = store.clone();
                 let timer = every.maintain_time.clone();
-                let pass = tokio::task::spawn_blocking(move || {
+                let pass = crate::pace::spawn_background(move || {
                     store.record(&records);
                     let started = std::time::Instant::now();
                     store.maintain(now_ms());

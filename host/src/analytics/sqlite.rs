@@ -93,7 +93,10 @@ pub fn open(
     let (tx, rx) = channel();
     let writer = std::thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || write_loop(conn, rx))
+        .spawn(move || {
+            crate::pace::background();
+            write_loop(conn, rx)
+        })
         .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
     Ok((
         SqlitePersist {

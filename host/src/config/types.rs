@@ -348,6 +348,11 @@ pub struct AnalyticsConfig {
     /// Most distinct unconfigured routes tracked; the rest share the `{other}` route.
     #[serde(default = "defaults::max_routes")]
     pub max_routes: usize,
+    /// Nice value (0–19) of learning's threads (analyzer, maintenance, SQLite writer,
+    /// plugin loads): lower priority than the proxy's, so they cede a busy core at once.
+    /// 0 runs them at the proxy's priority.
+    #[serde(default = "defaults::background_nice")]
+    pub background_nice: u8,
     #[serde(default)]
     pub anomaly: AnomalyConfig,
 }
@@ -496,6 +501,7 @@ impl Default for AnalyticsConfig {
             queue_size: defaults::queue_size(),
             drain_interval: defaults::drain_interval(),
             max_routes: defaults::max_routes(),
+            background_nice: defaults::background_nice(),
             anomaly: AnomalyConfig::default(),
         }
     }
@@ -630,6 +636,9 @@ mod defaults {
     }
     pub fn max_routes() -> usize {
         1000
+    }
+    pub fn background_nice() -> u8 {
+        crate::pace::DEFAULT_BACKGROUND_NICE
     }
     pub fn z_threshold() -> f64 {
         3.0

@@ -349,6 +349,8 @@ impl Ticker {
         let spawned = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
+                // Ticks only for plugin calls, which are learning's (analyzer, rebalance).
+                crate::pace::background();
                 loop {
                     let Some(t) = weak.upgrade() else { return };
                     {

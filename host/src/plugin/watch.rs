@@ -64,12 +64,12 @@ pub async fn watch(plugins: Arc<Plugins>, mut stop: watch::Receiver<bool>) {
                 for name in due {
                     pending.remove(&name);
                     let p = plugins.clone();
-                    let _ = tokio::task::spawn_blocking(move || p.reload(&name)).await;
+                    let _ = crate::pace::spawn_background(move || p.reload(&name)).await;
                 }
             }
             _ = rescan.tick() => {
                 let p = plugins.clone();
-                let _ = tokio::task::spawn_blocking(move || p.rescan()).await;
+                let _ = crate::pace::spawn_background(move || p.rescan()).await;
             }
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
         }
