@@ -15,6 +15,7 @@
 //! (`SCHED_IDLE`, which gets almost nothing on a saturated core, did: docs/benchmarks.md).
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ pub fn background() {
 /// thread cannot raise its priority back without privileges, so a lower `nice` than the
 /// thread has is left as it is. Failure (a sandbox forbidding it) only costs latency, so
 /// it is logged, not returned.
-pub fn lower_priority(nice: u8) {
+fn lower_priority(nice: u8) {
     if nice == 0 || GIVEN.get().is_some_and(|n| n >= nice) {
         return;
     }
@@ -58,17 +59,35 @@ pub fn lower_priority(nice: u8) {
     }
 }
 
-/// Runs learning's `f` on tokio's blocking pool, at learning's priority
-/// ([`background`]).
+/// Runs learning's `f` on a blocking pool of learning's own (threads named `learning`),
+/// at learning's priority ([`background`]). Not the runtime's pool: tokio resolves
+/// backends' host names there, and a thread once lowered cannot be raised back.
 pub fn spawn_background<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
+    learning_pool().spawn_blocking(move || {
         background();
         f()
     })
+}
+
+/// A runtime used only for its blocking pool (nothing drives it, nothing needs to): its
+/// threads come and go as tokio's do, and only learning's jobs run on them.
+#[expect(
+    clippy::expect_used,
+    reason = "building a runtime without drivers starts no thread and reads no input"
+)]
+fn learning_pool() -> &'static tokio::runtime::Handle {
+    static POOL: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    POOL.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name("learning")
+            .build()
+            .expect("a runtime without drivers")
+    })
+    .handle()
 }
 
 /// Call [`Pacer::pause_if_due`] between small steps of a long job. Not for the event
