@@ -265,6 +265,26 @@ async fn idle_connections_close_after_the_keepalive_timeout() {
     assert!(slow.closed_within(Duration::from_secs(15)).await);
 }
 
+/// SIGTERM closes a keep-alive connection waiting for its next request at once, also after
+/// it has served several: the gateway exits long before its shutdown timeout.
+#[tokio::test]
+async fn shutdown_closes_idle_connections_at_once() {
+    let (_backend, mut gw) =
+        echo_gateway("proxy:\n  keepalive_timeout: 120s\n  shutdown_timeout: 120s\n").await;
+    let mut wire = Wire::connect(&gw).await;
+    for path in ["/a", "/b", "/c"] {
+        wire.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(wire.response(false).await.status, 200);
+    }
+    gw.sigterm();
+    assert!(wire.closed_within(Duration::from_secs(15)).await);
+    let status = tokio::task::spawn_blocking(move || gw.wait(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_mid_request_is_logged_as_499() {
     let (backend, gw) = echo_gateway("").await;

@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -43,13 +44,25 @@ fn event() -> TrafficEvent {
 fn record_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("record");
     // The queue is drained by another thread, as in the gateway.
-    let (rec, mut rx) = recorder(1 << 16, prometheus::IntCounter::new("d", "d").unwrap());
-    let drain = std::thread::spawn(move || while rx.blocking_recv().is_some() {});
+    let (rec, queue) = recorder(1 << 16, prometheus::IntCounter::new("d", "d").unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                queue.take_all(&mut batch);
+                batch.clear();
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
     let ev = event();
     g.bench_function("event into the queue (drained)", |b| {
         b.iter(|| rec.record(black_box(ev.clone())))
     });
     drop(rec);
+    stop.store(true, Ordering::Relaxed);
     let _ = drain.join();
 
     // A full queue: the event is dropped and counted, still without waiting.

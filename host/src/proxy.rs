@@ -140,6 +140,6 @@ fn prepare(
     };
     let peer = client.peer.ip().to_canonical();
     let trusted = gw.trusted_proxies.iter().any(|n| n.contains(&peer));
-    headers::set_forwarded(req.headers_mut(), &client.peer_text, host.as_ref(), trusted);
+    headers::set_forwarded(req.headers_mut(), &client.peer_text, host, trusted);
     Ok(())
 }

@@ -83,7 +83,8 @@ pub async fn serve(
     }
 
     drop(listener);
-    shared.stopping.store(true, Ordering::Relaxed);
+    // Before the token: an idle connection woken by it reads this (`h1::serve`).
+    shared.stopping.store(true, Ordering::Release);
     shared.stop.cancel();
     tracing::info!(
         open_connections = open_tx.strong_count() - 1,

@@ -7,16 +7,23 @@
 //! was scheduled and polled once per proxied request under load, ~3.6% of the gateway's
 //! user time (docs/benchmarks.md); on a 10 ms timer it files hundreds of events per wake.
 //!
+//! The queue is a vector behind a mutex that the drain swaps for an empty one: a request
+//! takes the lock once to push (two atomic operations), where tokio's channel cost about a
+//! dozen per event between sending and receiving, each one a pipeline stall (atomic
+//! read-modify-writes were ~118 per proxied request in all, docs/benchmarks.md). The two
+//! vectors take turns, so the memory the events are written to stays in cache; the lock
+//! is held for a push or a swap, never across work.
+//!
 //! The drain task runs on the event loop, and never waits there for the store: it files
 //! only when the store's lock is free at once (otherwise the events wait for the next
 //! tick), and the maintenance pass, which holds the lock for milliseconds with thousands
 //! of series (tens of them on the passes that roll up), runs on a blocking thread.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{Histogram, IntCounter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::bucket::{Sample, UnixMs};
 use super::store::{Record, TrafficStore};
@@ -37,14 +44,56 @@ pub fn now_ms() -> UnixMs {
 
 /// The sending side, installed as the gateway's traffic sink.
 pub struct Recorder {
-    tx: mpsc::Sender<Record>,
+    queue: Arc<Queue>,
     dropped: IntCounter,
 }
 
+/// The events waiting for the drain, at most `capacity` of them.
+pub struct Queue {
+    events: Mutex<Vec<Record>>,
+    capacity: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the event unless the queue is full; false when it was dropped.
+    fn push(&self, record: Record) -> bool {
+        let mut events = self.lock();
+        if events.len() >= self.capacity {
+            return false;
+        }
+        events.push(record);
+        true
+    }
+
+    /// Moves every queued event to the end of `batch`.
+    pub fn take_all(&self, batch: &mut Vec<Record>) {
+        let mut events = self.lock();
+        if batch.is_empty() {
+            // The common case: the vectors trade places, nothing is copied.
+            std::mem::swap(&mut *events, batch);
+        } else {
+            batch.append(&mut events);
+        }
+    }
+}
+
 /// A recorder and the queue it fills.
-pub fn recorder(capacity: usize, dropped: IntCounter) -> (Recorder, mpsc::Receiver<Record>) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    (Recorder { tx, dropped }, rx)
+pub fn recorder(capacity: usize, dropped: IntCounter) -> (Recorder, Arc<Queue>) {
+    let queue = Arc::new(Queue {
+        events: Mutex::new(Vec::new()),
+        capacity: capacity.max(1),
+    });
+    (
+        Recorder {
+            queue: queue.clone(),
+            dropped,
+        },
+        queue,
+    )
 }
 
 impl TrafficSink for Recorder {
@@ -61,7 +110,7 @@ impl TrafficSink for Recorder {
                 bytes_out: e.bytes_out,
             },
         };
-        if self.tx.try_send(record).is_err() {
+        if !self.queue.push(record) {
             self.dropped.inc();
         }
     }
@@ -81,7 +130,7 @@ pub struct Every {
 /// `stop`, or once every sender is gone, it files what is left and saves the buckets in
 /// progress.
 pub async fn drain(
-    mut rx: mpsc::Receiver<Record>,
+    queue: Arc<Queue>,
     store: Arc<dyn TrafficStore>,
     every: Every,
     mut stop: watch::Receiver<bool>,
@@ -93,12 +142,12 @@ pub async fn drain(
     maintain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let open = tokio::select! {
-            _ = drain_tick.tick() => file_queued(&mut rx, &mut batch, &*store),
+            _ = drain_tick.tick() => file_queued(&queue, &mut batch, &*store),
             _ = maintain_tick.tick() => {
                 // Everything queued is taken here (channel operations only) and filed,
                 // then the finished buckets closed, on a blocking thread: the drain waits
                 // for it, the event loop does not.
-                let open = take_queued(&mut rx, &mut batch, usize::MAX);
+                let open = take_queued(&queue, &mut batch);
                 let records = std::mem::take(&mut batch);
                 let store = store.clone();
                 let timer = every.maintain_time.clone();
@@ -125,46 +174,33 @@ pub async fn drain(
             break;
         }
     }
-    take_queued(&mut rx, &mut batch, usize::MAX);
+    take_queued(&queue, &mut batch);
     store.record(&batch);
     store.maintain(now_ms());
     store.flush();
 }
 
-/// Moves queued events into `batch` until it holds `limit` or the queue is empty. False once
-/// the queue is closed (every sender gone).
-fn take_queued(rx: &mut mpsc::Receiver<Record>, batch: &mut Vec<Record>, limit: usize) -> bool {
-    while batch.len() < limit {
-        match rx.try_recv() {
-            Ok(r) => batch.push(r),
-            Err(mpsc::error::TryRecvError::Empty) => return true,
-            Err(mpsc::error::TryRecvError::Disconnected) => return false,
-        }
-    }
-    true
+/// Moves every queued event into `batch`. False once the queue is closed (the recorder is
+/// gone: only the drain holds the queue).
+fn take_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>) -> bool {
+    queue.take_all(batch);
+    Arc::strong_count(queue) > 1
 }
 
 /// Files everything queued, `BATCH` events per store write, while the store can be written
-/// without waiting; when it cannot, what is taken stays in `batch` for the next tick. False
-/// once the queue is closed (every sender gone).
-fn file_queued(
-    rx: &mut mpsc::Receiver<Record>,
-    batch: &mut Vec<Record>,
-    store: &dyn TrafficStore,
-) -> bool {
-    loop {
-        let open = take_queued(rx, batch, BATCH);
-        let full = batch.len() >= BATCH;
-        if !batch.is_empty() {
-            if !store.try_record(batch) {
-                return open;
-            }
-            batch.clear();
+/// without waiting; when it cannot, what is left stays in `batch` for the next tick. False
+/// once the queue is closed (the recorder is gone).
+fn file_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>, store: &dyn TrafficStore) -> bool {
+    let open = take_queued(queue, batch);
+    let mut filed = 0;
+    for chunk in batch.chunks(BATCH) {
+        if !store.try_record(chunk) {
+            break;
         }
-        if !(open && full) {
-            return open;
-        }
+        filed += chunk.len();
     }
+    batch.drain(..filed);
+    open
 }
 
 #[cfg(test)]
@@ -193,14 +229,25 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_without_waiting() {
         let dropped = IntCounter::new("d", "d").unwrap();
-        let (rec, mut rx) = recorder(2, dropped.clone());
+        let (rec, queue) = recorder(2, dropped.clone());
         for _ in 0..5 {
             rec.record(event(SystemTime::now(), 200));
         }
         assert_eq!(dropped.get(), 3);
-        assert!(rx.try_recv().is_ok());
-        assert!(rx.try_recv().is_ok());
-        assert!(rx.try_recv().is_err());
+        let mut batch = Vec::new();
+        assert!(take_queued(&queue, &mut batch));
+        assert_eq!(batch.len(), 2);
+        // Taken, the queue has room again; what was taken stays in front.
+        rec.record(event(SystemTime::now(), 503));
+        assert!(take_queued(&queue, &mut batch));
+        assert_eq!(batch.len(), 3);
+        assert!(batch[2].sample.error);
+        assert_eq!(dropped.get(), 3);
+        drop(rec);
+        assert!(
+            !take_queued(&queue, &mut batch),
+            "closed once the recorder is gone"
+        );
     }
 
     fn timer() -> Histogram {

@@ -44,7 +44,7 @@ impl Pending {
         matched: &MatchedRoute,
         client: &ClientInfo,
         req: &Req,
-        request_id: HeaderValue,
+        request_id: Option<HeaderValue>,
     ) -> Self {
         Pending {
             gw: gw.clone(),
@@ -52,7 +52,7 @@ impl Pending {
             label: matched.label.clone(),
             method: req.method().clone(),
             client_ip: client.ip,
-            request_id: Some(request_id),
+            request_id,
             bytes_in: req.body().bytes_in(),
             started: Instant::now(),
             status: CLIENT_CLOSED,

@@ -397,9 +397,9 @@ async fn read_head(
             }
         };
         match parsed {
-            Some(Ok((len, status, keep_alive))) => {
-                let head = conn.buf.split_to(len).freeze();
-                let response = response_from(head, status, &mut conn.fields);
+            Some(Ok(parsed)) => {
+                let head = conn.buf.split_to(parsed.len).freeze();
+                let response = response_from(head, parsed.status, &mut conn.fields);
                 let status = response.status();
                 if status.is_informational() {
                     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -410,8 +410,8 @@ async fn read_head(
                     }
                     continue;
                 }
-                let framing = framing(&response, head_only).map_err(|e| (e, false))?;
-                return Ok((response, framing, keep_alive));
+                let framing = framing(status, head_only, parsed.body).map_err(|e| (e, false))?;
+                return Ok((response, framing, parsed.keep_alive));
             }
             Some(Err(e)) => return Err((e, false)),
             None => {}
@@ -436,8 +436,51 @@ async fn read_head(
     }
 }
 
-/// A parsed head: its length, its status, and whether the connection may be kept alive.
-type Parsed = (usize, u16, bool);
+/// A parsed response head.
+struct Parsed {
+    /// Its length in bytes.
+    len: usize,
+    status: u16,
+    /// Whether the connection may be kept alive.
+    keep_alive: bool,
+    /// What its headers say of the body's length.
+    body: BodyHeaders,
+}
+
+/// The headers that delimit a body (RFC 9112 §6.3), noted as the head is parsed: looking
+/// them up in the header map afterwards hashed two names per response.
+#[derive(Default)]
+struct BodyHeaders {
+    /// `Transfer-Encoding` was sent: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Content-Length`, if sent (every copy the same).
+    length: Option<u64>,
+    /// A `Content-Length` that is not a number, or copies that disagree.
+    bad_length: Option<&'static str>,
+}
+
+impl BodyHeaders {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == TRANSFER_ENCODING {
+            // The last line's last coding decides.
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONTENT_LENGTH {
+            let n: Option<u64> = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            match n {
+                None => {
+                    self.bad_length.get_or_insert("invalid content-length");
+                }
+                Some(n) if self.length.is_some_and(|l| l != n) => {
+                    self.bad_length.get_or_insert("conflicting content-length");
+                }
+                Some(n) => self.length = Some(n),
+            }
+        }
+    }
+}
 
 /// Puts each header's name and value offsets within the head into `headers`. `base` is the
 /// address of the parsed buffer's first byte: httparse hands out slices of it, and their
@@ -453,6 +496,7 @@ fn build_response(
         .ok_or_else(|| ClientError::Protocol("no status".into()))?;
     headers.clear();
     let mut keep_alive = res.version == Some(1);
+    let mut body = BodyHeaders::default();
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| ClientError::Protocol(format!("invalid header name {:?}", h.name)))?;
@@ -463,11 +507,18 @@ fn build_response(
             } else if contains_token(v, b"keep-alive") {
                 keep_alive = true;
             }
+        } else {
+            body.note(&name, h.value);
         }
         let start = (h.value.as_ptr() as usize).wrapping_sub(base);
         headers.push((name, start..start + h.value.len()));
     }
-    Ok((len, status, keep_alive))
+    Ok(Parsed {
+        len,
+        status,
+        keep_alive,
+        body,
+    })
 }
 
 /// Builds the response from the offsets in `headers` (emptied), with header values sharing
@@ -494,8 +545,7 @@ fn response_from(
 }
 
 /// RFC 9112 §6.3: how the body of this response is delimited.
-fn framing(res: &Response<()>, head_only: bool) -> Result<Framing, ClientError> {
-    let status = res.status();
+fn framing(status: StatusCode, head_only: bool, body: BodyHeaders) -> Result<Framing, ClientError> {
     if head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -503,31 +553,16 @@ fn framing(res: &Response<()>, head_only: bool) -> Result<Framing, ClientError> 
     {
         return Ok(Framing::Empty);
     }
-    let h = res.headers();
-    if let Some(te) = h.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let last = te
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .unwrap_or_default();
-        return if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-            Ok(Framing::Chunked)
-        } else {
-            Ok(Framing::UntilClose)
-        };
+    // Transfer-Encoding overrides Content-Length.
+    match body.chunked {
+        Some(true) => return Ok(Framing::Chunked),
+        Some(false) => return Ok(Framing::UntilClose),
+        None => {}
     }
-    let mut length = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        let n: u64 = std::str::from_utf8(v.as_bytes())
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| ClientError::Protocol("invalid content-length".into()))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(ClientError::Protocol("conflicting content-length".into()));
-        }
-        length = Some(n);
+    if let Some(problem) = body.bad_length {
+        return Err(ClientError::Protocol(problem.into()));
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+    Ok(body.length.map_or(Framing::UntilClose, Framing::Length))
 }
 
 // === impl Conn ===

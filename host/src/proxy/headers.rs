@@ -88,7 +88,7 @@ pub fn peer_text(peer: SocketAddr) -> HeaderValue {
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer_text: &HeaderValue,
-    host: Option<&HeaderValue>,
+    host: Option<HeaderValue>,
     peer_trusted: bool,
 ) {
     // One lookup per header (an entry, or a plain insert when nothing is kept): this runs
@@ -122,11 +122,11 @@ pub fn set_forwarded(
     }
     match (peer_trusted, host) {
         (true, Some(h)) => {
-            headers.entry(X_FORWARDED_HOST).or_insert_with(|| h.clone());
+            headers.entry(X_FORWARDED_HOST).or_insert(h);
         }
         (true, None) => {}
         (false, Some(h)) => {
-            headers.insert(X_FORWARDED_HOST, h.clone());
+            headers.insert(X_FORWARDED_HOST, h);
         }
         (false, None) => {
             headers.remove(&X_FORWARDED_HOST);
@@ -206,7 +206,7 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarded(&mut h, peer, Some(&host), false);
+        set_forwarded(&mut h, peer, Some(host.clone()), false);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
         assert_eq!(
             h["x-forwarded-proto"], "http",
@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "api.example.com");
 
         let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "edge")]);
-        set_forwarded(&mut h, peer, Some(&host), true);
+        set_forwarded(&mut h, peer, Some(host.clone()), true);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "edge");
