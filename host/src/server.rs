@@ -116,8 +116,8 @@ async fn serve_with_hyper(
             ip,
             peer_text: peer_text.clone(),
         };
-        let res = middleware::handle(gw.clone(), client, req);
-        async move { Ok::<_, Infallible>(res.await) }
+        let gw = gw.clone();
+        async move { Ok::<_, Infallible>(middleware::handle(&gw, &client, req).await) }
     });
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);

@@ -81,7 +81,13 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
     let mut waiting_since = shared.gw.clock.now_ms();
     let idle = tokio::time::sleep(shared.keepalive);
     tokio::pin!(idle);
-    let peer_text = crate::proxy::headers::peer_text(peer);
+    // The client as the request path sees it, made once: only the IP can change per
+    // request (a trusted proxy's `X-Forwarded-For`).
+    let mut client = ClientInfo {
+        peer,
+        ip: peer.ip(),
+        peer_text: crate::proxy::headers::peer_text(peer),
+    };
     // Shutdown closes idle connections at once. The token's future is polled once, to
     // register this task's waker (a task's waker is the same for its whole life); after
     // that a wake-up is read from `stopping`, which is set before the token is cancelled.
@@ -144,13 +150,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
             head_only,
             close,
         } = head;
-        let ip = client_ip(peer, req.headers(), &shared.gw.trusted_proxies);
-        let client = ClientInfo {
-            peer,
-            ip,
-            peer_text: peer_text.clone(),
-        };
-        let pending = middleware::handle(shared.gw.clone(), client, req);
+        client.ip = client_ip(peer, req.headers(), &shared.gw.trusted_proxies);
+        let pending = middleware::handle(&shared.gw, &client, req);
         tokio::pin!(pending);
         // While the response is pending, watch the client: end of stream means it went
         // away (the request is dropped, as hyper does); other bytes are a pipelined
