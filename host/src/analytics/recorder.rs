@@ -188,10 +188,16 @@ fn take_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>) -> bool {
 }
 
 /// Files everything queued, `BATCH` events per store write, while the store can be written
-/// without waiting; when it cannot, what is left stays in `batch` for the next tick. False
-/// once the queue is closed (the recorder is gone).
+/// without waiting; when it cannot, what is left stays in `batch` for the next tick. While
+/// `batch` holds a queue's worth the queue is left alone, so a store that stays busy makes
+/// the queue fill and drop (counted) rather than `batch` grow. False once the queue is
+/// closed (the recorder is gone).
 fn file_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>, store: &dyn TrafficStore) -> bool {
-    let open = take_queued(queue, batch);
+    let open = if batch.len() < queue.capacity {
+        take_queued(queue, batch)
+    } else {
+        Arc::strong_count(queue) > 1
+    };
     let mut filed = 0;
     for chunk in batch.chunks(BATCH) {
         if !store.try_record(chunk) {
@@ -248,6 +254,25 @@ mod tests {
             !take_queued(&queue, &mut batch),
             "closed once the recorder is gone"
         );
+    }
+
+    #[test]
+    fn a_store_that_stays_busy_fills_the_queue_instead_of_the_batch() {
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let (rec, queue) = recorder(2, dropped.clone());
+        let store = Contended::new(usize::MAX);
+        let mut batch = Vec::new();
+        let t = SystemTime::now();
+        for round in 0..3 {
+            rec.record(event(t, 200));
+            rec.record(event(t, 200));
+            assert!(file_queued(&queue, &mut batch, &*store));
+            // Held for the next tick, never more than a queue's worth.
+            assert_eq!(batch.len(), 2, "round {round}");
+        }
+        // The queue took the second round's two and refused the third's.
+        assert_eq!(queue.lock().len(), 2);
+        assert_eq!(dropped.get(), 2);
     }
 
     fn timer() -> Histogram {
