@@ -127,7 +127,7 @@ pub struct Every {
 
 /// Files the queued events into the store every `every.drain`, and closes finished buckets
 /// every `every.maintain` (after filing what is queued, both on a blocking thread). On
-/// `stop`, or once every sender is gone, it files what is left and saves the buckets in
+/// `stop`, or once the recorder is gone, it files what is left and saves the buckets in
 /// progress.
 pub async fn drain(
     queue: Arc<Queue>,
@@ -144,7 +144,7 @@ pub async fn drain(
         let open = tokio::select! {
             _ = drain_tick.tick() => file_queued(&queue, &mut batch, &*store),
             _ = maintain_tick.tick() => {
-                // Everything queued is taken here (channel operations only) and filed,
+                // Everything queued is taken here (a swap under the queue's lock) and filed,
                 // then the finished buckets closed, on a blocking thread: the drain waits
                 // for it, the event loop does not.
                 let open = take_queued(&queue, &mut batch);
@@ -180,10 +180,14 @@ pub async fn drain(
     store.flush();
 }
 
-/// Moves every queued event into `batch`. False once the queue is closed (the recorder is
-/// gone: only the drain holds the queue).
+/// Moves every queued event into `batch`. False once the queue is closed.
 fn take_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>) -> bool {
     queue.take_all(batch);
+    is_open(queue)
+}
+
+/// Whether the recorder still exists: once it is gone only the drain holds the queue.
+fn is_open(queue: &Arc<Queue>) -> bool {
     Arc::strong_count(queue) > 1
 }
 
@@ -193,11 +197,9 @@ fn take_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>) -> bool {
 /// the queue fill and drop (counted) rather than `batch` grow. False once the queue is
 /// closed (the recorder is gone).
 fn file_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>, store: &dyn TrafficStore) -> bool {
-    let open = if batch.len() < queue.capacity {
-        take_queued(queue, batch)
-    } else {
-        Arc::strong_count(queue) > 1
-    };
+    if batch.len() < queue.capacity {
+        queue.take_all(batch);
+    }
     let mut filed = 0;
     for chunk in batch.chunks(BATCH) {
         if !store.try_record(chunk) {
@@ -206,7 +208,7 @@ fn file_queued(queue: &Arc<Queue>, batch: &mut Vec<Record>, store: &dyn TrafficS
         filed += chunk.len();
     }
     batch.drain(..filed);
-    open
+    is_open(queue)
 }
 
 #[cfg(test)]
