@@ -312,6 +312,11 @@ async fn serves_h2c_clients() {
     let res = h2.get(gw.url("/over-h2")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    // The backend's fields reach an HTTP/2 client too, less the hop-by-hop ones, and
+    // under the gateway's own.
+    assert_eq!(res.headers()["x-backend"], "a");
+    assert!(res.headers().get("x-backend-hop").is_none());
+    assert_eq!(res.headers().get_all("x-request-id").iter().count(), 1);
     let seen = echoed(res).await;
     assert_eq!(
         seen["version"], "HTTP/1.1",

@@ -11,6 +11,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::proxy::client::UpstreamBody;
+use crate::proxy::headers::Fields;
 
 /// A response body: streamed from a backend, or made by the gateway.
 pub enum Body {
@@ -22,6 +23,15 @@ pub enum Body {
 impl Body {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Body::Full(Some(bytes.into()))
+    }
+
+    /// The backend's header fields, taken out of a body streamed from a backend (none for
+    /// the gateway's own answers): they go to the client after the response's own headers.
+    pub fn take_fields(&mut self) -> Fields {
+        match self {
+            Body::Upstream(inner) => inner.take_fields(),
+            _ => Fields::default(),
+        }
     }
 }
 

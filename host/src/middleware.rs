@@ -46,14 +46,14 @@ pub async fn handle(
     client: &ClientInfo,
     mut req: Req,
 ) -> Response<ObservedBody> {
-    let id = request_id::assign(&mut req);
+    let id = request_id::assign(&req);
     let matched = route::find(gw, req.uri().path());
     // Kept for the access log only: a clone costs two atomic operations.
     let logged_id = gw.access_log.then(|| id.clone());
     // Reports the request when the response body ends, or when this future is dropped
     // (the client left): see `observe`.
     let mut pending = Pending::start(gw, &matched, client, &req, logged_id);
-    let (mut res, backend) = guarded(gw, client, &matched, &mut req).await;
+    let (mut res, backend) = guarded(gw, client, &matched, &id, &mut req).await;
     pending.responded(res.status(), backend.map(|b| b.label.clone()));
     request_id::stamp(&mut res, id);
     res.map(|body| pending.watch(body))
@@ -66,6 +66,7 @@ async fn guarded(
     gw: &Gateway,
     client: &ClientInfo,
     matched: &route::MatchedRoute,
+    request_id: &http::HeaderValue,
     req: &mut Req,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Backend>>) {
     let identity = match auth::check(gw, &matched.route, req) {
@@ -76,7 +77,7 @@ async fn guarded(
         Ok(allowed) => allowed,
         Err(refused) => return (refused.into(), None),
     };
-    let (mut res, backend) = crate::proxy::forward(gw, client, matched, req).await;
+    let (mut res, backend) = crate::proxy::forward(gw, client, matched, request_id, req).await;
     if let Some(allowed) = allowed {
         allowed.stamp(&mut res);
     }

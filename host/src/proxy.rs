@@ -8,7 +8,7 @@ pub mod headers;
 use std::sync::Arc;
 
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Response, header};
+use http::{HeaderValue, Response};
 
 use crate::body::Body;
 use crate::error::GatewayError;
@@ -24,6 +24,7 @@ pub async fn forward(
     gw: &Gateway,
     client: &ClientInfo,
     matched: &MatchedRoute,
+    request_id: &HeaderValue,
     req: &mut Req,
 ) -> (Response<Body>, Option<Arc<Backend>>) {
     let route = &matched.route;
@@ -39,16 +40,23 @@ pub async fn forward(
     } else {
         0
     };
-    if let Err(e) = prepare(gw, client, req, &backend, strip) {
+    if let Err(e) = strip_prefix(req, strip) {
         // Nothing was sent: not the backend's answer.
         return (e.into(), None);
     }
+    let peer = client.peer.ip().to_canonical();
+    let forwarding = headers::Forwarding {
+        request_id,
+        peer_text: &client.peer_text,
+        peer_trusted: gw.trusted_proxies.iter().any(|n| n.contains(&peer)),
+        backend_authority: backend.url.authority.as_str(),
+    };
 
     // The deadline on the coarse clock, a tick later so that it is never early.
     let deadline = gw.clock.instant() + route.request_timeout + crate::clock::TICK;
     let outcome = backend
         .pool
-        .send(req, route.connect_timeout, deadline)
+        .send(req, &forwarding, route.connect_timeout, deadline)
         .await;
     let now = gw.clock.instant();
     let label = &*backend.label;
@@ -61,10 +69,10 @@ pub async fn forward(
         });
     };
     let (res, success): (Response<Body>, bool) = match outcome {
-        Ok(mut res) => {
+        Ok(res) => {
             let status = res.status();
             count(status.as_u16().into(), status.as_str());
-            headers::strip_hop_by_hop(res.headers_mut());
+            // Hop-by-hop fields are already left out of the body's fields.
             (res.map(Body::Upstream), !status.is_server_error())
         }
         // The client's upload broke off: not the backend's fault.
@@ -92,54 +100,29 @@ pub async fn forward(
     (res, Some(backend))
 }
 
-/// Turns the client's request into the backend's: the path (less a stripped prefix),
-/// hop-by-hop headers dropped, `Host` kept, `X-Forwarded-*` set. The client writes only
-/// the path and query on the wire, so the URI is rebuilt only when a prefix is stripped.
-fn prepare(
-    gw: &Gateway,
-    client: &ClientInfo,
-    req: &mut Req,
-    backend: &Backend,
-    strip: usize,
-) -> Result<(), GatewayError> {
-    if strip > 0 {
-        let path = req.uri().path();
-        let path = match path.get(strip..) {
-            Some("") => "/",
-            Some(rest) if !rest.starts_with('/') => {
-                return Err(GatewayError::BadRequest(
-                    "path does not match the route prefix".into(),
-                ));
-            }
-            Some(rest) => rest,
-            None => path,
-        };
-        let path_and_query = match req.uri().query() {
-            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-            None => PathAndQuery::try_from(path),
-        }
-        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-        *req.uri_mut() = Uri::from(path_and_query);
+/// Takes the route's prefix (`strip` bytes) off the path. The client writes only the path
+/// and query on the wire, so the URI is rebuilt only when a prefix is stripped; the
+/// header fields change as the request is written ([`headers::Forwarding`]).
+fn strip_prefix(req: &mut Req, strip: usize) -> Result<(), GatewayError> {
+    if strip == 0 {
+        return Ok(());
     }
-    headers::strip_hop_by_hop(req.headers_mut());
-    let host = match req.headers().get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => {
-            let from_uri = req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-            let value = match &from_uri {
-                Some(a) => a.clone(),
-                None => HeaderValue::from_str(backend.url.authority.as_str())
-                    .map_err(|e| GatewayError::BadRequest(e.to_string()))?,
-            };
-            req.headers_mut().insert(header::HOST, value);
-            from_uri
+    let path = req.uri().path();
+    let path = match path.get(strip..) {
+        Some("") => "/",
+        Some(rest) if !rest.starts_with('/') => {
+            return Err(GatewayError::BadRequest(
+                "path does not match the route prefix".into(),
+            ));
         }
+        Some(rest) => rest,
+        None => path,
     };
-    let peer = client.peer.ip().to_canonical();
-    let trusted = gw.trusted_proxies.iter().any(|n| n.contains(&peer));
-    headers::set_forwarded(req.headers_mut(), &client.peer_text, host, trusted);
+    let path_and_query = match req.uri().query() {
+        Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+        None => PathAndQuery::try_from(path),
+    }
+    .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    *req.uri_mut() = Uri::from(path_and_query);
     Ok(())
 }

@@ -117,7 +117,13 @@ async fn serve_with_hyper(
             peer_text: peer_text.clone(),
         };
         let gw = gw.clone();
-        async move { Ok::<_, Infallible>(middleware::handle(&gw, &client, req).await) }
+        async move {
+            let mut res = middleware::handle(&gw, &client, req).await;
+            // hyper writes only the header map: the backend's fields join it.
+            let fields = res.body_mut().take_fields();
+            fields.merge_into(res.headers_mut());
+            Ok::<_, Infallible>(res)
+        }
     });
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);

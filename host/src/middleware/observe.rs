@@ -148,6 +148,11 @@ pub struct ObservedBody {
 }
 
 impl ObservedBody {
+    /// See [`Body::take_fields`].
+    pub fn take_fields(&mut self) -> crate::proxy::headers::Fields {
+        self.inner.take_fields()
+    }
+
     fn finish(&mut self, completed: bool) {
         if let Some(mut p) = self.pending.take() {
             p.finish(self.bytes_out, completed);

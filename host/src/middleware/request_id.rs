@@ -1,31 +1,22 @@
 //! `X-Request-ID`: kept when the client sends a sane one, generated (UUID v4) otherwise;
 //! forwarded to the backend and echoed in the response.
 
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderValue, Response};
 
 use super::Req;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::proxy::headers::X_REQUEST_ID;
 
 /// Longest client-supplied ID we keep.
 const MAX_LEN: usize = 128;
 
-/// Keeps the client's ID when it is sane, or makes one; sets it on the request for the
-/// backend and returns it for the response.
-pub fn assign(req: &mut Req) -> HeaderValue {
-    let id = match req.headers().get(&X_REQUEST_ID) {
+/// The client's ID when it is sane, or a new one. The backend gets it as the request is
+/// written ([`crate::proxy::headers::Forwarding`]).
+pub fn assign(req: &Req) -> HeaderValue {
+    match req.headers().get(&X_REQUEST_ID) {
         Some(v) if is_sane(v) => v.clone(),
-        _ => {
-            // Two values from one text, the request's and the response's: a clone of one
-            // would move its bytes into a shared allocation, and count every clone and
-            // drop with an atomic operation.
-            let text = generate();
-            req.headers_mut().insert(X_REQUEST_ID, value(&text));
-            return value(&text);
-        }
-    };
-    req.headers_mut().insert(X_REQUEST_ID, id.clone());
-    id
+        _ => value(&generate()),
+    }
 }
 
 /// Echoes the ID in the response.

@@ -21,8 +21,8 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::header::CONTENT_LENGTH;
+use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::clock::CoarseClock;
-use crate::proxy::headers::contains_token;
+use crate::proxy::headers::{Fields, Forwarding, is_hop_by_hop};
 
 /// Largest response head accepted from a backend.
 const MAX_HEAD: usize = 64 * 1024;
@@ -80,12 +80,11 @@ pub struct Pool {
 
 /// A connection, the bytes read from it but not used yet, and what it keeps between
 /// requests so that a request allocates nothing for them: the buffer its request heads are
-/// written into, the response header offsets, and its deadline timer.
+/// written into, and its deadline timer.
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     head: Vec<u8>,
-    fields: Vec<(HeaderName, std::ops::Range<usize>)>,
     timer: Option<Timer>,
 }
 
@@ -160,7 +159,6 @@ impl Pool {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
             head: Vec::with_capacity(512),
-            fields: Vec::new(),
             timer: None,
         }))
     }
@@ -171,6 +169,7 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         req: &mut Request<RequestBody>,
+        forwarding: &Forwarding<'_>,
         connect_timeout: Duration,
         deadline: Instant,
     ) -> Result<Response<UpstreamBody>, ClientError> {
@@ -185,7 +184,7 @@ impl Pool {
         };
         let sent = tokio::select! {
             biased;
-            sent = self.send_on(idle, req, connect_timeout) => sent,
+            sent = self.send_on(idle, req, forwarding, connect_timeout) => sent,
             () = timer.as_mut() => Err(ClientError::Timeout),
         };
         sent.map(|mut res| {
@@ -203,11 +202,12 @@ impl Pool {
         self: &Arc<Self>,
         idle: Option<Box<Conn>>,
         req: &mut Request<RequestBody>,
+        forwarding: &Forwarding<'_>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, ClientError> {
         if req.body().is_end_stream() {
             if let Some(conn) = idle {
-                match self.exchange(conn, req).await {
+                match self.exchange(conn, req, forwarding).await {
                     Ok(res) => return Ok(res),
                     // The backend closed the idle connection: once more on a new one.
                     Err(Attempt::Retryable(_)) => {}
@@ -215,25 +215,31 @@ impl Pool {
                 }
             }
             let conn = self.connect(connect_timeout).await?;
-            return self.exchange(conn, req).await.map_err(Attempt::into_error);
+            return self
+                .exchange(conn, req, forwarding)
+                .await
+                .map_err(Attempt::into_error);
         }
         // A body cannot be replayed: no retry, but only live-looking pooled connections.
         let conn = match idle {
             Some(conn) => conn,
             None => self.connect(connect_timeout).await?,
         };
-        self.exchange(conn, req).await.map_err(Attempt::into_error)
+        self.exchange(conn, req, forwarding)
+            .await
+            .map_err(Attempt::into_error)
     }
 
     async fn exchange(
         self: &Arc<Self>,
         mut conn: Box<Conn>,
         req: &mut Request<RequestBody>,
+        forwarding: &Forwarding<'_>,
     ) -> Result<Response<UpstreamBody>, Attempt> {
         let head_only = req.method() == Method::HEAD;
         let has_body = !req.body().is_end_stream();
         let length = req.body().size_hint().exact();
-        let chunked = encode_head(&mut conn.head, req, length, has_body);
+        let chunked = encode_head(&mut conn.head, req, forwarding, length, has_body);
         let written = async {
             conn.stream.write_all(&conn.head).await?;
             if has_body {
@@ -248,8 +254,8 @@ impl Pool {
                 other => Attempt::Failed(other),
             });
         }
-        let (response, framing, keep_alive) = match read_head(&mut conn, head_only).await {
-            Ok(r) => r,
+        let head = match read_head(&mut conn, head_only).await {
+            Ok(head) => head,
             Err((e, nothing_read)) => {
                 return Err(if nothing_read {
                     Attempt::Retryable(e)
@@ -258,7 +264,7 @@ impl Pool {
                 });
             }
         };
-        let (state, size) = match framing {
+        let (state, size) = match head.framing {
             Framing::Empty | Framing::Length(0) => (State::Done, Some(0)),
             Framing::Length(n) => (State::Length(n), Some(n)),
             Framing::Chunked => (State::ChunkSize, None),
@@ -266,13 +272,16 @@ impl Pool {
         };
         // Not checked in yet when already complete: `send` first gives it back its timer.
         let body = UpstreamBody {
-            reusable: keep_alive && !matches!(state, State::UntilClose),
+            reusable: head.keep_alive && !matches!(state, State::UntilClose),
             conn: Some(conn),
             state,
             pool: self.clone(),
             size,
+            fields: head.fields,
         };
-        Ok(response.map(|()| body))
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        Ok(response)
     }
 }
 
@@ -293,37 +302,26 @@ impl Attempt {
 
 // === requests ===
 
-/// Writes the request line and headers into `out`; returns whether the body goes chunked
-/// (a body of unknown length). A client's `Expect` is dropped: the gateway already
-/// answered it.
+/// Writes the request line and header fields into `out` (the fields as `forwarding`
+/// has them); returns whether the body goes chunked (a body of unknown length).
 fn encode_head<B>(
     out: &mut Vec<u8>,
     req: &Request<B>,
+    forwarding: &Forwarding<'_>,
     length: Option<u64>,
     has_body: bool,
 ) -> bool {
-    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+    let (method, uri) = (req.method(), req.uri());
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == TRANSFER_ENCODING || name == http::header::EXPECT {
-            continue;
-        }
-        if name == CONTENT_LENGTH && has_body && length.is_none() {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
     let chunked = has_body && length.is_none();
+    forwarding.write_fields(req.headers(), uri, chunked, out);
     if has_body {
         match length {
-            Some(n) if !headers.contains_key(CONTENT_LENGTH) => {
+            Some(n) if !req.headers().contains_key(CONTENT_LENGTH) => {
                 out.extend_from_slice(b"content-length: ");
                 out.extend_from_slice(n.to_string().as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -374,33 +372,36 @@ enum Framing {
     UntilClose,
 }
 
+/// A backend's response head.
+struct Head {
+    status: StatusCode,
+    fields: Fields,
+    framing: Framing,
+    keep_alive: bool,
+}
+
 /// Reads the response head (skipping interim 1xx responses). The error carries whether
 /// nothing at all had been read (the connection was dead before the backend answered).
-async fn read_head(
-    conn: &mut Conn,
-    head_only: bool,
-) -> Result<(Response<()>, Framing, bool), (ClientError, bool)> {
+async fn read_head(conn: &mut Conn, head_only: bool) -> Result<Head, (ClientError, bool)> {
     let mut got_any = false;
     loop {
         let parsed = {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(&conn.buf) {
-                Ok(httparse::Status::Complete(len)) => Some(build_response(
-                    &res,
-                    len,
-                    conn.buf.as_ptr() as usize,
-                    &mut conn.fields,
-                )),
+            let mut slots =
+                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut res, &conn.buf, &mut slots)
+            {
+                Ok(httparse::Status::Complete(len)) => Some(scan_head(&res, len)),
                 Ok(httparse::Status::Partial) => None,
                 Err(e) => return Err((ClientError::Protocol(e.to_string()), false)),
             }
         };
         match parsed {
             Some(Ok(parsed)) => {
-                let head = conn.buf.split_to(parsed.len).freeze();
-                let response = response_from(head, parsed.status, &mut conn.fields);
-                let status = response.status();
+                conn.buf.advance(parsed.len);
+                let status =
+                    StatusCode::from_u16(parsed.status).map_err(|_| (invalid_status(), false))?;
                 if status.is_informational() {
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err((
@@ -411,7 +412,12 @@ async fn read_head(
                     continue;
                 }
                 let framing = framing(status, head_only, parsed.body).map_err(|e| (e, false))?;
-                return Ok((response, framing, parsed.keep_alive));
+                return Ok(Head {
+                    status,
+                    fields: parsed.fields,
+                    framing,
+                    keep_alive: parsed.keep_alive,
+                });
             }
             Some(Err(e)) => return Err((e, false)),
             None => {}
@@ -436,6 +442,10 @@ async fn read_head(
     }
 }
 
+fn invalid_status() -> ClientError {
+    ClientError::Protocol("invalid status code".into())
+}
+
 /// A parsed response head.
 struct Parsed {
     /// Its length in bytes.
@@ -445,10 +455,11 @@ struct Parsed {
     keep_alive: bool,
     /// What its headers say of the body's length.
     body: BodyHeaders,
+    /// The fields that go on to the client.
+    fields: Fields,
 }
 
-/// The headers that delimit a body (RFC 9112 §6.3), noted as the head is parsed: looking
-/// them up in the header map afterwards hashed two names per response.
+/// The headers that delimit a body (RFC 9112 §6.3), noted as the head is parsed.
 #[derive(Default)]
 struct BodyHeaders {
     /// `Transfer-Encoding` was sent: whether its last coding is `chunked`.
@@ -460,12 +471,12 @@ struct BodyHeaders {
 }
 
 impl BodyHeaders {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
-        if name == TRANSFER_ENCODING {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // The last line's last coding decides.
             let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
             self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == CONTENT_LENGTH {
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             let n: Option<u64> = std::str::from_utf8(value)
                 .ok()
                 .and_then(|s| s.trim().parse().ok());
@@ -482,66 +493,54 @@ impl BodyHeaders {
     }
 }
 
-/// Puts each header's name and value offsets within the head into `headers`. `base` is the
-/// address of the parsed buffer's first byte: httparse hands out slices of it, and their
-/// offsets let the values share the buffer once it is frozen.
-fn build_response(
-    res: &httparse::Response<'_, '_>,
-    len: usize,
-    base: usize,
-    headers: &mut Vec<(HeaderName, std::ops::Range<usize>)>,
-) -> Result<Parsed, ClientError> {
+/// Reads what the head says of the connection and the body, and copies the fields that
+/// go on to the client: all but the hop-by-hop ones, and those `Connection` names.
+fn scan_head(res: &httparse::Response<'_, '_>, len: usize) -> Result<Parsed, ClientError> {
     let status = res
         .code
         .ok_or_else(|| ClientError::Protocol("no status".into()))?;
-    headers.clear();
     let mut keep_alive = res.version == Some(1);
     let mut body = BodyHeaders::default();
+    // The lines are no longer than in the head, give or take a space, plus the lengths.
+    let mut fields = Fields::with_capacity(len + 9 * res.headers.len());
+    // `Connection` names a field other than its own options.
+    let mut names_fields = false;
     for h in res.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| ClientError::Protocol(format!("invalid header name {:?}", h.name)))?;
-        if name == http::header::CONNECTION {
-            let v = h.value;
-            if contains_token(v, b"close") {
-                keep_alive = false;
-            } else if contains_token(v, b"keep-alive") {
-                keep_alive = true;
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            for option in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if !option.is_empty() {
+                    names_fields = true;
+                }
             }
-        } else {
-            body.note(&name, h.value);
+            continue;
         }
-        let start = (h.value.as_ptr() as usize).wrapping_sub(base);
-        headers.push((name, start..start + h.value.len()));
+        body.note(name, h.value);
+        if !is_hop_by_hop(name) {
+            fields.push(name, h.value);
+        }
+    }
+    if names_fields {
+        let named: Vec<&[u8]> = res
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        fields.retain(|name| !named.iter().any(|n| n.eq_ignore_ascii_case(name)));
     }
     Ok(Parsed {
         len,
         status,
         keep_alive,
         body,
+        fields,
     })
-}
-
-/// Builds the response from the offsets in `headers` (emptied), with header values sharing
-/// the head's bytes (no copies).
-fn response_from(
-    head: Bytes,
-    status: u16,
-    headers: &mut Vec<(HeaderName, std::ops::Range<usize>)>,
-) -> Response<()> {
-    let mut res = Response::new(());
-    *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let map = res.headers_mut();
-    // Room for what the gateway adds on the way back (request ID, rate-limit headers).
-    map.reserve(headers.len() + 3);
-    for (name, range) in headers.drain(..) {
-        if range.start > range.end || range.end > head.len() {
-            continue;
-        }
-        if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) {
-            map.append(name, value);
-        }
-    }
-    res
 }
 
 /// RFC 9112 §6.3: how the body of this response is delimited.
@@ -579,6 +578,9 @@ impl Conn {
 
 /// A response body read from the backend's socket as the client takes it. Read to the
 /// end, it puts the connection back in the pool; dropped early, it closes it.
+///
+/// The response's header fields travel with it ([`UpstreamBody::fields`]), not in the
+/// response's `HeaderMap`, which holds only what the gateway adds (see [`Fields`]).
 pub struct UpstreamBody {
     /// Boxed: the response moves through every step on the way back, and a boxed
     /// connection keeps it small to move.
@@ -587,6 +589,7 @@ pub struct UpstreamBody {
     reusable: bool,
     pool: Arc<Pool>,
     size: Option<u64>,
+    fields: Fields,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -608,6 +611,16 @@ enum State {
 }
 
 impl UpstreamBody {
+    /// The backend's header fields, less the hop-by-hop ones.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// Takes the fields out (to write or merge them).
+    pub fn take_fields(&mut self) -> Fields {
+        std::mem::take(&mut self.fields)
+    }
+
     fn finish_if_done(&mut self) {
         if matches!(self.state, State::Done)
             && let Some(conn) = self.conn.take()

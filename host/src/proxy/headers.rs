@@ -3,12 +3,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one connection, never the message.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -23,27 +25,119 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including any the `Connection` header names. Most messages
-/// carry none, so one pass over the names decides whether there is anything to do.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
+/// Whether `name`, in any case, is a hop-by-hop field ([`HOP_BY_HOP`]). By length first:
+/// this runs for every field of every response.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        19 => &[b"proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// A backend's response header fields on their way to the client, hop-by-hop fields left
+/// out, each name spelled as the backend sent it.
+///
+/// Not a `HeaderMap`: building one per response (every name hashed and parsed, every value
+/// a reference-counted slice of the head) and dropping it cost about a tenth of the
+/// gateway's instructions per proxied request (docs/benchmarks.md). The HTTP/1 server
+/// copies each field's `name: value` line as it is; the hyper path turns the fields into
+/// map entries with [`Fields::merge_into`].
+///
+/// Stored as one buffer: per field, the name's and the value's lengths (4 bytes each,
+/// little-endian), then the line `name: value\r\n`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fields(Vec<u8>);
+
+/// One field of [`Fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+    /// `name: value\r\n`.
+    pub line: &'a [u8],
+}
+
+impl Fields {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Fields(Vec::with_capacity(bytes))
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+
+    /// Adds a field. The caller has checked both parts (httparse's grammar): no line
+    /// breaks, no colon in the name.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let (Ok(n), Ok(v)) = (u32::try_from(name.len()), u32::try_from(value.len())) else {
+            return;
+        };
+        self.0.reserve(8 + name.len() + value.len() + 4);
+        self.0.extend_from_slice(&n.to_le_bytes());
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.extend_from_slice(name);
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Field<'_>> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let (lengths, after) = rest.split_first_chunk::<8>()?;
+            let [n0, n1, n2, n3, v0, v1, v2, v3] = *lengths;
+            let n = u32::from_le_bytes([n0, n1, n2, n3]) as usize;
+            let v = u32::from_le_bytes([v0, v1, v2, v3]) as usize;
+            let line_len = n + 2 + v + 2;
+            let line = after.get(..line_len)?;
+            rest = &after[line_len..];
+            Some(Field {
+                name: &line[..n],
+                value: &line[n + 2..n + 2 + v],
+                line,
+            })
+        })
+    }
+
+    /// The first value of `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value)
+    }
+
+    /// Keeps only the fields whose names `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let mut kept = Fields::with_capacity(self.0.len());
+        for f in self.iter().filter(|f| keep(f.name)) {
+            kept.push(f.name, f.value);
         }
+        *self = kept;
     }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
+
+    /// Adds the fields to `map`, except those whose names `map` already has: what the
+    /// gateway set replaces what the backend sent. A field that is not a valid header is
+    /// left out.
+    pub fn merge_into(&self, map: &mut HeaderMap) {
+        let set: Vec<HeaderName> = map.keys().cloned().collect();
+        for f in self.iter() {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(f.name),
+                HeaderValue::from_bytes(f.value),
+            ) else {
+                continue;
+            };
+            if !set.contains(&name) {
+                map.append(name, value);
+            }
         }
     }
 }
@@ -83,55 +177,148 @@ pub fn peer_text(peer: SocketAddr) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Sets `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host`.
-/// Proto and host sent by a trusted proxy are kept; anyone else's are replaced.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer_text: &HeaderValue,
-    host: Option<HeaderValue>,
-    peer_trusted: bool,
-) {
-    // One lookup per header (an entry, or a plain insert when nothing is kept): this runs
-    // for every proxied request.
-    match headers.entry(X_FORWARDED_FOR) {
-        Entry::Occupied(mut e) => {
-            let appended = e
-                .get()
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|prev| !prev.is_empty())
-                .and_then(|prev| {
-                    let mut xff = Vec::with_capacity(prev.len() + 2 + peer_text.len());
-                    xff.extend_from_slice(prev.as_bytes());
-                    xff.extend_from_slice(b", ");
-                    xff.extend_from_slice(peer_text.as_bytes());
-                    HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
-                });
-            e.insert(appended.unwrap_or_else(|| peer_text.clone()));
-        }
-        Entry::Vacant(e) => {
-            e.insert(peer_text.clone());
-        }
-    }
-    let proto = HeaderValue::from_static("http");
-    if peer_trusted {
-        headers.entry(X_FORWARDED_PROTO).or_insert(proto);
-    } else {
-        headers.insert(X_FORWARDED_PROTO, proto);
-    }
-    match (peer_trusted, host) {
-        (true, Some(h)) => {
-            headers.entry(X_FORWARDED_HOST).or_insert(h);
-        }
-        (true, None) => {}
-        (false, Some(h)) => {
-            headers.insert(X_FORWARDED_HOST, h);
-        }
-        (false, None) => {
-            headers.remove(&X_FORWARDED_HOST);
+/// How a request's header fields change on the way to a backend: hop-by-hop fields
+/// (and those `Connection` names) and `Expect` (the gateway answered it) are dropped,
+/// `Host` is kept (or supplied), `X-Request-ID` is the gateway's, the peer is appended to
+/// `X-Forwarded-For`, and `X-Forwarded-Proto` and `-Host` are set; a trusted proxy's own
+/// `-Proto` and `-Host` are kept.
+///
+/// Applied as the client writes the request head ([`Forwarding::write_fields`]) rather
+/// than by editing the request's `HeaderMap`: the edits hashed a name each and cost about
+/// a tenth of the gateway's instructions per proxied request (docs/benchmarks.md).
+pub struct Forwarding<'a> {
+    pub request_id: &'a HeaderValue,
+    /// The peer's address ([`peer_text`]).
+    pub peer_text: &'a HeaderValue,
+    pub peer_trusted: bool,
+    /// `Host` for a request that has none and no authority in its URI: the backend's.
+    pub backend_authority: &'a str,
+}
+
+impl Forwarding<'_> {
+    /// Writes the fields the backend gets, each as `name: value\r\n`, into `out`.
+    /// `Content-Length` is left out when `drop_length` (the client frames the body
+    /// itself).
+    pub fn write_fields(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        drop_length: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let start = out.len();
+        if let Err(NamesFields) = self.write_with(headers, uri, drop_length, &[], out) {
+            // Rare: `Connection` names fields to drop, which may come before it.
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+                .collect();
+            out.truncate(start);
+            let _ = self.write_with(headers, uri, drop_length, &named, out);
         }
     }
+
+    /// One pass over the fields. Fails when `Connection` names a field that `named` does
+    /// not list.
+    fn write_with(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        drop_length: bool,
+        named: &[HeaderName],
+        out: &mut Vec<u8>,
+    ) -> Result<(), NamesFields> {
+        let mut host = None;
+        let mut forwarded_for: Vec<&[u8]> = Vec::new();
+        let (mut kept_proto, mut kept_host) = (false, false);
+        for (name, value) in headers {
+            if *name == header::CONNECTION {
+                let names_more = value
+                    .as_bytes()
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| {
+                        !t.is_empty()
+                            && !t.eq_ignore_ascii_case(b"keep-alive")
+                            && !t.eq_ignore_ascii_case(b"close")
+                            && !named
+                                .iter()
+                                .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(t))
+                    });
+                if names_more {
+                    return Err(NamesFields);
+                }
+                continue;
+            }
+            if HOP_BY_HOP.contains(name)
+                || *name == header::EXPECT
+                || (drop_length && *name == header::CONTENT_LENGTH)
+                || *name == X_REQUEST_ID
+                || named.contains(name)
+            {
+                continue;
+            }
+            if *name == X_FORWARDED_FOR {
+                forwarded_for.push(value.as_bytes());
+                continue;
+            }
+            if *name == X_FORWARDED_PROTO {
+                if !self.peer_trusted {
+                    continue;
+                }
+                kept_proto = true;
+            } else if *name == X_FORWARDED_HOST {
+                if !self.peer_trusted {
+                    continue;
+                }
+                kept_host = true;
+            } else if *name == header::HOST {
+                host = Some(value.as_bytes());
+            }
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if host.is_none() {
+            // An HTTP/2 request's authority, or the backend's (which is no client's host).
+            host = uri.authority().map(|a| a.as_str().as_bytes());
+            let value = host.unwrap_or(self.backend_authority.as_bytes());
+            push_field(out, b"host", value);
+        }
+        push_field(
+            out,
+            X_REQUEST_ID.as_str().as_bytes(),
+            self.request_id.as_bytes(),
+        );
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for hop in forwarded_for
+            .iter()
+            .map(|v| v.trim_ascii())
+            .filter(|v| !v.is_empty())
+        {
+            out.extend_from_slice(hop);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(self.peer_text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if !kept_proto {
+            push_field(out, b"x-forwarded-proto", b"http");
+        }
+        if let (false, Some(host)) = (kept_host, host) {
+            push_field(out, b"x-forwarded-host", host);
+        }
+        Ok(())
+    }
+}
+
+/// `Connection` names a field not dropped yet.
+struct NamesFields;
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -149,20 +336,155 @@ mod tests {
         h
     }
 
+    /// The fields `forwarding` writes for a request with `pairs`, in order.
+    fn written(
+        forwarding: &Forwarding<'_>,
+        uri: &str,
+        pairs: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        forwarding.write_fields(&map(pairs), &uri.parse().unwrap(), false, &mut out);
+        String::from_utf8(out)
+            .unwrap()
+            .split_terminator("\r\n")
+            .map(|line| {
+                let (n, v) = line.split_once(": ").unwrap();
+                (n.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    fn fwd<'a>(id: &'a HeaderValue, peer: &'a HeaderValue, trusted: bool) -> Forwarding<'a> {
+        Forwarding {
+            request_id: id,
+            peer_text: peer,
+            peer_trusted: trusted,
+            backend_authority: "backend:8080",
+        }
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = map(&[
-            ("connection", "keep-alive, x-hop"),
-            ("x-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "h2c"),
-            ("x-end-to-end", "kept"),
-        ]);
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert_eq!(h["x-end-to-end"], "kept");
+    fn drops_hop_by_hop_and_connection_named_fields() {
+        let (id, peer) = (
+            HeaderValue::from_static("id-1"),
+            peer_text("127.0.0.1:5".parse().unwrap()),
+        );
+        // `x-hop` comes before the `Connection` field that names it.
+        let got = written(
+            &fwd(&id, &peer, false),
+            "/",
+            &[
+                ("x-hop", "1"),
+                ("host", "api.example.com"),
+                ("connection", "keep-alive, X-Hop"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("transfer-encoding", "chunked"),
+                ("upgrade", "h2c"),
+                ("proxy-authorization", "Basic Zm9v"),
+                ("expect", "100-continue"),
+                ("x-end-to-end", "kept"),
+                ("x-request-id", "the-clients"),
+            ],
+        );
+        assert_eq!(
+            got,
+            pairs(&[
+                ("host", "api.example.com"),
+                ("x-end-to-end", "kept"),
+                ("x-request-id", "id-1"),
+                ("x-forwarded-for", "127.0.0.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "api.example.com"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_missing_host_comes_from_the_uri_or_the_backend() {
+        let (id, peer) = (
+            HeaderValue::from_static("i"),
+            peer_text("127.0.0.1:5".parse().unwrap()),
+        );
+        let f = fwd(&id, &peer, false);
+        let got = written(
+            &f,
+            "http://h2.example.com/x",
+            &[("x-forwarded-host", "forged")],
+        );
+        assert!(
+            got.contains(&("host".into(), "h2.example.com".into())),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("x-forwarded-host".into(), "h2.example.com".into())),
+            "{got:?}"
+        );
+        let got = written(&f, "/x", &[("x-forwarded-host", "forged")]);
+        assert!(
+            got.contains(&("host".into(), "backend:8080".into())),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter().any(|(n, _)| n == "x-forwarded-host"),
+            "the backend's own authority is no client's host, and the forged one goes: {got:?}"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_found_in_any_case() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+            assert!(is_hop_by_hop(name.as_str().to_uppercase().as_bytes()));
+        }
+        for name in ["content-length", "x-te", "tee", "date", "upgrades", ""] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn fields_keep_their_lines() {
+        let mut fields = Fields::default();
+        fields.push(b"Content-Type", b"text/plain");
+        fields.push(b"X-Empty", b"");
+        let all: Vec<Field<'_>> = fields.iter().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].name, b"Content-Type");
+        assert_eq!(all[0].value, b"text/plain");
+        assert_eq!(all[0].line, b"Content-Type: text/plain\r\n");
+        assert_eq!(all[1].line, b"X-Empty: \r\n");
+        fields.retain(|name| name != b"Content-Type");
+        assert_eq!(
+            fields.iter().map(|f| f.name).collect::<Vec<_>>(),
+            [b"X-Empty"]
+        );
+    }
+
+    #[test]
+    fn fields_merge_under_what_the_gateway_set() {
+        let mut fields = Fields::default();
+        fields.push(b"Set-Cookie", b"a=1");
+        fields.push(b"X-Request-ID", b"backend");
+        fields.push(b"set-cookie", b"b=2");
+        fields.push(b"Bad Name", b"x");
+        fields.push(b"X-Empty", b"");
+        assert_eq!(fields.get("set-cookie"), Some(&b"a=1"[..]));
+        assert_eq!(fields.get("x-empty"), Some(&b""[..]));
+        let mut h = map(&[("x-request-id", "gateway")]);
+        fields.merge_into(&mut h);
+        let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(h["x-request-id"], "gateway");
+        assert_eq!(h["x-empty"], "");
+        assert_eq!(h.len(), 4, "the invalid name is left out: {h:?}");
     }
 
     #[test]
@@ -200,32 +522,72 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append_and_replace() {
+        let id = HeaderValue::from_static("i");
         let peer = &peer_text("127.0.0.1:5000".parse().unwrap());
-        let host = HeaderValue::from_static("api.example.com");
-        let mut h = map(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-proto", "https"),
-        ]);
-        set_forwarded(&mut h, peer, Some(host.clone()), false);
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
-        assert_eq!(
-            h["x-forwarded-proto"], "http",
-            "an untrusted peer cannot claim https"
+        let host = ("host", "api.example.com");
+        let got = written(
+            &fwd(&id, peer, false),
+            "/",
+            &[
+                host,
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-for", " 5.6.7.8 "),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "edge"),
+            ],
         );
-        assert_eq!(h["x-forwarded-host"], "api.example.com");
-
-        let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "edge")]);
-        set_forwarded(&mut h, peer, Some(host.clone()), true);
-        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "edge");
-
-        let mut h = map(&[("x-forwarded-for", " ")]);
-        set_forwarded(&mut h, peer, None, false);
-        assert_eq!(
-            h["x-forwarded-for"], "127.0.0.1",
-            "an empty list is replaced"
+        assert!(
+            got.contains(&(
+                "x-forwarded-for".into(),
+                "1.2.3.4, 5.6.7.8, 127.0.0.1".into()
+            )),
+            "{got:?}"
         );
-        assert!(!h.contains_key("x-forwarded-host"));
+        assert!(
+            got.contains(&("x-forwarded-proto".into(), "http".into())),
+            "an untrusted peer cannot claim https: {got:?}"
+        );
+        assert!(
+            got.contains(&("x-forwarded-host".into(), "api.example.com".into())),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 5, "{got:?}");
+
+        let got = written(
+            &fwd(&id, peer, true),
+            "/",
+            &[
+                host,
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "edge"),
+            ],
+        );
+        assert!(
+            got.contains(&("x-forwarded-for".into(), "127.0.0.1".into())),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("x-forwarded-proto".into(), "https".into())),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("x-forwarded-host".into(), "edge".into())),
+            "{got:?}"
+        );
+        assert_eq!(
+            got.len(),
+            5,
+            "a trusted proxy's fields are kept, not doubled: {got:?}"
+        );
+
+        let got = written(
+            &fwd(&id, peer, false),
+            "/",
+            &[host, ("x-forwarded-for", " ")],
+        );
+        assert!(
+            got.contains(&("x-forwarded-for".into(), "127.0.0.1".into())),
+            "an empty list is replaced: {got:?}"
+        );
     }
 }

@@ -34,7 +34,7 @@ use crate::body::RequestBody;
 use crate::clock::CoarseClock;
 use crate::gateway::Gateway;
 use crate::middleware::{self, ClientInfo};
-use crate::proxy::headers::{client_ip, contains_token};
+use crate::proxy::headers::{Fields, client_ip, contains_token};
 
 /// Longest request head served here; longer ones go to hyper, which has its own limit.
 const MAX_HEAD: usize = 64 * 1024;
@@ -176,10 +176,13 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
             }
         };
         let close = close || shared.stopping.load(Ordering::Relaxed);
+        let mut res = res;
+        let fields = res.body_mut().take_fields();
         match write_response(
             &mut stream,
             &mut out,
             res,
+            &fields,
             head_only,
             close,
             &shared.gw.clock,
@@ -291,8 +294,7 @@ fn parse(buf: &mut BytesMut, fields: &mut Vec<(HeaderName, Range<usize>)>) -> Pa
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
-    // Room for what the request path adds (request ID, Host, X-Forwarded-*).
-    headers.reserve(fields.len() + 5);
+    headers.reserve(fields.len());
     for (name, range) in fields.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) else {
             return hand_back(buf);
@@ -314,11 +316,13 @@ enum Framing {
     Chunked,
 }
 
-/// Writes the response; returns whether the connection may serve another request.
+/// Writes the response, its header map followed by the backend's `fields` (less those the
+/// map replaces); returns whether the connection may serve another request.
 async fn write_response<B>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     res: Response<B>,
+    fields: &Fields,
     head_only: bool,
     close: bool,
     clock: &CoarseClock,
@@ -358,6 +362,25 @@ where
         }
         has_date |= name == header::DATE;
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // The backend's fields, spelled as it sent them: hop-by-hop ones are already left out.
+    for field in fields.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case(b"content-length") && !bodyless {
+            declared = std::str::from_utf8(field.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            continue;
+        }
+        if parts
+            .headers
+            .keys()
+            .any(|set| set.as_str().as_bytes().eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        has_date |= name.eq_ignore_ascii_case(b"date");
+        out.extend_from_slice(field.line);
     }
     let framing = if bodyless {
         Framing::None

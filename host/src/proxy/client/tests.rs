@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use http::HeaderValue;
 
 /// A backend that answers every request on a connection with `answers` in turn (then
 /// closes), writing each answer in pieces of `piece` bytes. Returns its port and a count
@@ -92,6 +93,16 @@ async fn body(res: Response<UpstreamBody>) -> Bytes {
 
 const T: Duration = Duration::from_secs(5);
 
+static ID: HeaderValue = HeaderValue::from_static("test-id");
+static PEER: HeaderValue = HeaderValue::from_static("127.0.0.1");
+/// What the proxy adds: here only checked not to get in the way.
+static FWD: Forwarding<'static> = Forwarding {
+    request_id: &ID,
+    peer_text: &PEER,
+    peer_trusted: false,
+    backend_authority: "backend",
+};
+
 /// A request deadline far enough away not to matter.
 fn soon() -> Instant {
     Instant::now() + T
@@ -103,9 +114,9 @@ async fn content_length_responses_reuse_the_connection() {
     let (port, accepted, received) = scripted(vec![ok, ok, ok], 1000).await;
     let p = pool(port);
     for _ in 0..3 {
-        let res = p.send(&mut get("/a?b=1"), T, soon()).await.unwrap();
+        let res = p.send(&mut get("/a?b=1"), &FWD, T, soon()).await.unwrap();
         assert_eq!(res.status(), 200);
-        assert_eq!(res.headers()["x-test"], "yes");
+        assert_eq!(res.body().fields().get("x-test"), Some(&b"yes"[..]));
         assert_eq!(res.body().size_hint().exact(), Some(5));
         assert_eq!(body(res).await, "hello");
     }
@@ -117,7 +128,11 @@ async fn content_length_responses_reuse_the_connection() {
     assert_eq!(p.idle_count(), 1);
     let sent = String::from_utf8(received.lock().unwrap().clone()).unwrap();
     assert!(
-        sent.starts_with("GET /a?b=1 HTTP/1.1\r\nhost: backend\r\n\r\n"),
+        sent.starts_with(
+            "GET /a?b=1 HTTP/1.1\r\nhost: backend\r\nx-request-id: test-id\r\n\
+             x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: backend\r\n\r\n"
+        ),
         "{sent:?}"
     );
 }
@@ -130,7 +145,7 @@ async fn idle_connections_expire_after_the_idle_timeout_on_the_coarse_clock() {
     let p = Pool::new("127.0.0.1", port, 8, Duration::from_secs(10), clock.clone());
     let get_ok = async || {
         assert_eq!(
-            body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
+            body(p.send(&mut get("/"), &FWD, T, soon()).await.unwrap()).await,
             "ok"
         )
     };
@@ -157,7 +172,7 @@ async fn a_backend_that_does_not_answer_times_out_at_the_deadline_never_before()
     let p = pool(port);
     let start = Instant::now();
     let deadline = start + Duration::from_millis(100);
-    let err = p.send(&mut get("/"), T, deadline).await.unwrap_err();
+    let err = p.send(&mut get("/"), &FWD, T, deadline).await.unwrap_err();
     assert!(matches!(err, ClientError::Timeout), "{err}");
     assert!(err.is_timeout());
     assert!(Instant::now() >= deadline, "not before the deadline");
@@ -170,12 +185,12 @@ async fn a_kept_timer_whose_deadline_passed_while_idle_serves_the_next_request()
     let p = pool(port);
     let short = Instant::now() + Duration::from_millis(50);
     assert_eq!(
-        body(p.send(&mut get("/"), T, short).await.unwrap()).await,
+        body(p.send(&mut get("/"), &FWD, T, short).await.unwrap()).await,
         "ok"
     );
     // The connection idles in the pool, its timer firing at the old deadline.
     tokio::time::sleep_until((short + Duration::from_millis(50)).into()).await;
-    let res = p.send(&mut get("/"), T, soon()).await;
+    let res = p.send(&mut get("/"), &FWD, T, soon()).await;
     assert_eq!(body(res.unwrap()).await, "ok");
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -190,7 +205,7 @@ async fn chunked_responses_arrive_in_pieces_and_trailers_are_dropped() {
     let (port, accepted, _) = scripted(vec![answer, answer], 3).await;
     let p = pool(port);
     for _ in 0..2 {
-        let res = p.send(&mut get("/"), T, soon()).await.unwrap();
+        let res = p.send(&mut get("/"), &FWD, T, soon()).await.unwrap();
         assert_eq!(body(res).await, "hello world");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -202,12 +217,12 @@ async fn a_body_until_close_is_read_to_the_end_and_the_connection_dropped() {
     let (port, accepted, _) = scripted(vec![answer], 1000).await;
     let p = pool(port);
     assert_eq!(
-        body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
+        body(p.send(&mut get("/"), &FWD, T, soon()).await.unwrap()).await,
         "until close"
     );
     assert_eq!(p.idle_count(), 0);
     assert_eq!(
-        body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
+        body(p.send(&mut get("/"), &FWD, T, soon()).await.unwrap()).await,
         "until close"
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -222,29 +237,70 @@ async fn head_204_and_304_have_no_body() {
     let p = pool(port);
     let mut req = get("/");
     *req.method_mut() = Method::HEAD;
-    let res = p.send(&mut req, T, soon()).await.unwrap();
-    assert_eq!(res.headers()["content-length"], "100");
+    let res = p.send(&mut req, &FWD, T, soon()).await.unwrap();
+    assert_eq!(res.body().fields().get("content-length"), Some(&b"100"[..]));
     assert!(res.body().is_end_stream());
     assert_eq!(body(res).await, "");
     assert_eq!(
-        p.send(&mut get("/"), T, soon()).await.unwrap().status(),
+        p.send(&mut get("/"), &FWD, T, soon())
+            .await
+            .unwrap()
+            .status(),
         204
     );
     assert_eq!(
-        p.send(&mut get("/"), T, soon()).await.unwrap().status(),
+        p.send(&mut get("/"), &FWD, T, soon())
+            .await
+            .unwrap()
+            .status(),
         304
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
+async fn hop_by_hop_fields_stay_with_the_connection() {
+    let answer: &[u8] = b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nTrailer: x\r\nUpgrade: h2c\r\nContent-Type:text/plain\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
+    let (port, _, _) = scripted(vec![answer], 1000).await;
+    let res = pool(port)
+        .send(&mut get("/"), &FWD, T, soon())
+        .await
+        .unwrap();
+    let fields: Vec<(String, String)> = res
+        .body()
+        .fields()
+        .iter()
+        .map(|f| {
+            (
+                String::from_utf8_lossy(f.name).into_owned(),
+                String::from_utf8_lossy(f.value).into_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("Content-Type", "text/plain"),
+        ("Set-Cookie", "a=1"),
+        ("set-cookie", "b=2"),
+        ("Content-Length", "2"),
+    ];
+    assert_eq!(
+        fields,
+        expected.map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec()
+    );
+    assert_eq!(body(res).await, "ok");
+}
+
+#[tokio::test]
 async fn interim_responses_are_skipped() {
     let answer: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
     let (port, _, _) = scripted(vec![answer], 7).await;
-    let res = pool(port).send(&mut get("/"), T, soon()).await.unwrap();
+    let res = pool(port)
+        .send(&mut get("/"), &FWD, T, soon())
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     assert!(
-        res.headers().get("link").is_none(),
+        res.body().fields().get("link").is_none(),
         "interim headers do not leak"
     );
     assert_eq!(body(res).await, "ok");
@@ -258,7 +314,7 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced() {
     let p = pool(port);
     for _ in 0..3 {
         assert_eq!(
-            body(p.send(&mut get("/"), T, soon()).await.unwrap()).await,
+            body(p.send(&mut get("/"), &FWD, T, soon()).await.unwrap()).await,
             "ok"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -278,7 +334,7 @@ async fn request_bodies_are_sent_with_their_length_or_chunked() {
         http::header::EXPECT,
         HeaderValue::from_static("100-continue"),
     );
-    p.send(&mut req, T, soon()).await.unwrap();
+    p.send(&mut req, &FWD, T, soon()).await.unwrap();
     let sent = String::from_utf8(received.lock().unwrap().clone()).unwrap();
     assert!(sent.contains("content-length: 5\r\n"), "{sent:?}");
     assert!(
@@ -297,7 +353,10 @@ async fn bad_responses_are_errors() {
     ];
     for answer in cases {
         let (port, _, _) = scripted(vec![answer], 1000).await;
-        let err = pool(port).send(&mut get("/"), T, soon()).await.unwrap_err();
+        let err = pool(port)
+            .send(&mut get("/"), &FWD, T, soon())
+            .await
+            .unwrap_err();
         assert!(matches!(err, ClientError::Protocol(_)), "{answer:?}: {err}");
     }
 }
@@ -307,7 +366,7 @@ async fn a_body_cut_short_is_an_error_and_the_connection_is_not_reused() {
     let short: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf";
     let (port, _, _) = scripted(vec![short], 1000).await;
     let p = pool(port);
-    let res = p.send(&mut get("/"), T, soon()).await.unwrap();
+    let res = p.send(&mut get("/"), &FWD, T, soon()).await.unwrap();
     assert!(res.into_body().collect().await.is_err());
     assert_eq!(p.idle_count(), 0);
 }
@@ -317,7 +376,7 @@ async fn a_body_dropped_half_read_closes_the_connection() {
     let slow: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n";
     let (port, _, _) = scripted(vec![slow], 1000).await;
     let p = pool(port);
-    let res = p.send(&mut get("/"), T, soon()).await.unwrap();
+    let res = p.send(&mut get("/"), &FWD, T, soon()).await.unwrap();
     drop(res);
     assert_eq!(p.idle_count(), 0);
 }
@@ -328,7 +387,10 @@ async fn connecting_to_nothing_fails_cleanly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = pool(port).send(&mut get("/"), T, soon()).await.unwrap_err();
+    let err = pool(port)
+        .send(&mut get("/"), &FWD, T, soon())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::Connect(_)), "{err}");
 }
 

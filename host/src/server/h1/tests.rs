@@ -85,7 +85,12 @@ fn too_many_headers_go_to_hyper() {
 
 /// Writes `res` through a real socket and returns what the client read, and whether the
 /// connection may be kept.
-async fn written_bytes<B>(res: Response<B>, head_only: bool, close: bool) -> (Vec<u8>, bool)
+async fn written_bytes<B>(
+    res: Response<B>,
+    fields: &Fields,
+    head_only: bool,
+    close: bool,
+) -> (Vec<u8>, bool)
 where
     B: http_body::Body<Data = Bytes, Error = io::Error> + Unpin,
 {
@@ -100,7 +105,7 @@ where
     let (mut stream, _) = listener.accept().await.unwrap();
     let mut out = Vec::new();
     let clock = CoarseClock::new();
-    let keep = write_response(&mut stream, &mut out, res, head_only, close, &clock)
+    let keep = write_response(&mut stream, &mut out, res, fields, head_only, close, &clock)
         .await
         .unwrap();
     drop(stream);
@@ -108,7 +113,7 @@ where
 }
 
 async fn written(res: Response<Body>, head_only: bool, close: bool) -> (String, bool) {
-    let (wire, keep) = written_bytes(res, head_only, close).await;
+    let (wire, keep) = written_bytes(res, &Fields::default(), head_only, close).await;
     (String::from_utf8(wire).unwrap(), keep)
 }
 
@@ -124,6 +129,44 @@ async fn a_small_body_goes_out_with_its_length() {
     assert!(wire.contains("\r\ndate: "));
     assert!(!wire.contains("connection:"));
     assert!(wire.ends_with("\r\n\r\nhello"));
+    assert!(keep);
+}
+
+#[tokio::test]
+async fn a_backends_fields_follow_the_map_which_replaces_them() {
+    let mut fields = Fields::default();
+    fields.push(b"Content-Type", b"text/plain");
+    fields.push(b"X-Request-ID", b"from-the-backend");
+    fields.push(b"Set-Cookie", b"a=1");
+    fields.push(b"Set-Cookie", b"b=2");
+    fields.push(b"Date", b"then");
+    fields.push(b"Content-Length", b"5");
+    // An unknown length: the backend's Content-Length frames the body.
+    let frames = vec![Ok::<_, io::Error>(http_body::Frame::data(
+        Bytes::from_static(b"hello"),
+    ))];
+    let mut res = Response::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )));
+    res.headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("gateway"));
+    let (wire, keep) = written_bytes(res, &fields, false, false).await;
+    let wire = String::from_utf8(wire).unwrap();
+    assert!(wire.contains("\r\nContent-Type: text/plain\r\n"), "{wire}");
+    assert!(
+        wire.contains("\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"),
+        "{wire}"
+    );
+    assert!(wire.contains("\r\nx-request-id: gateway\r\n"), "{wire}");
+    assert!(!wire.contains("from-the-backend"), "{wire}");
+    assert_eq!(
+        wire.to_ascii_lowercase().matches("date:").count(),
+        1,
+        "{wire}"
+    );
+    assert!(wire.contains("\r\ncontent-length: 5\r\n"), "{wire}");
+    assert!(!wire.contains("Content-Length"), "{wire}");
+    assert!(wire.ends_with("\r\n\r\nhello"), "{wire}");
     assert!(keep);
 }
 
@@ -171,7 +214,7 @@ async fn an_unknown_length_is_chunked_and_large_frames_pass_whole() {
         Ok(http_body::Frame::data(Bytes::from(big.clone()))),
     ];
     let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-    let (wire, keep) = written_bytes(Response::new(stream), false, false).await;
+    let (wire, keep) = written_bytes(Response::new(stream), &Fields::default(), false, false).await;
     let text = String::from_utf8_lossy(&wire);
     assert!(text.contains("\r\ntransfer-encoding: chunked\r\n"));
     let body_at = text.find("\r\n\r\n").unwrap() + 4;
