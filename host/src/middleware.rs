@@ -47,16 +47,28 @@ pub async fn handle(
     mut req: Req,
 ) -> Response<ObservedBody> {
     let id = request_id::assign(&req);
-    let matched = route::find(gw, req.uri().path());
-    // Kept for the access log only: a clone costs two atomic operations.
+    // Kept for the access log only.
     let logged_id = gw.access_log.then(|| id.clone());
     // Reports the request when the response body ends, or when this future is dropped
     // (the client left): see `observe`.
-    let mut pending = Pending::start(gw, &matched, client, &req, logged_id);
-    let (mut res, backend) = guarded(gw, client, &matched, &id, &mut req).await;
+    let matched = route::find(gw, req.uri().path());
+    let mut pending = Pending::start(gw, matched, client, &req, logged_id);
+    let (res, backend) = guarded(gw, client, pending.matched(), id.as_bytes(), &mut req).await;
     pending.responded(res.status(), backend.map(|b| b.label.clone()));
-    request_id::stamp(&mut res, id);
-    res.map(|body| pending.watch(body))
+    res.map(|body| pending.watch(body, id))
+}
+
+/// The backend's header fields and the request ID travel in the response body until the
+/// head is written (see [`crate::proxy::headers::Fields`]): the HTTP/1 loop writes them
+/// from there. This moves them into the header map, for a server that writes only the map
+/// (hyper). What the gateway set replaces what the backend sent.
+pub fn fill_header_map(res: &mut Response<ObservedBody>) {
+    let fields = res.body_mut().take_fields();
+    fields.merge_into(res.headers_mut());
+    if let Some(id) = res.body_mut().take_request_id() {
+        res.headers_mut()
+            .insert(request_id::X_REQUEST_ID, id.to_value());
+    }
 }
 
 /// Auth, rate limit, proxy: the answer, and the backend that gave it (if one did). The
@@ -66,7 +78,7 @@ async fn guarded(
     gw: &Gateway,
     client: &ClientInfo,
     matched: &route::MatchedRoute,
-    request_id: &http::HeaderValue,
+    request_id: &[u8],
     req: &mut Req,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Backend>>) {
     let identity = match auth::check(gw, &matched.route, req) {

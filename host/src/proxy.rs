@@ -7,8 +7,8 @@ pub mod headers;
 
 use std::sync::Arc;
 
+use http::Response;
 use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Response};
 
 use crate::body::Body;
 use crate::error::GatewayError;
@@ -24,7 +24,7 @@ pub async fn forward(
     gw: &Gateway,
     client: &ClientInfo,
     matched: &MatchedRoute,
-    request_id: &HeaderValue,
+    request_id: &[u8],
     req: &mut Req,
 ) -> (Response<Body>, Option<Arc<Backend>>) {
     let route = &matched.route;

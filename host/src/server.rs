@@ -119,9 +119,7 @@ async fn serve_with_hyper(
         let gw = gw.clone();
         async move {
             let mut res = middleware::handle(&gw, &client, req).await;
-            // hyper writes only the header map: the backend's fields join it.
-            let fields = res.body_mut().take_fields();
-            fields.merge_into(res.headers_mut());
+            middleware::fill_header_map(&mut res);
             Ok::<_, Infallible>(res)
         }
     });

@@ -9,13 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use super::request_id::RequestId;
 use super::route::MatchedRoute;
 use super::{ClientInfo, Req};
 use crate::body::{Body, BytesIn};
-use crate::gateway::{Gateway, Route};
+use crate::gateway::Gateway;
 use crate::traffic::TrafficEvent;
 
 /// Status logged when the client disconnects before a response is ready (as nginx does).
@@ -25,11 +26,10 @@ const CLIENT_CLOSED: u16 = 499;
 /// (status 499 when no response was produced, `completed: false` either way).
 pub struct Pending {
     gw: Arc<Gateway>,
-    route: Arc<Route>,
-    label: Arc<str>,
+    matched: MatchedRoute,
     method: Method,
     client_ip: IpAddr,
-    request_id: Option<HeaderValue>,
+    request_id: Option<RequestId>,
     bytes_in: BytesIn,
     started: Instant,
     status: u16,
@@ -41,15 +41,14 @@ impl Pending {
     /// Starts watching a request (its ID already assigned).
     pub fn start(
         gw: &Arc<Gateway>,
-        matched: &MatchedRoute,
+        matched: MatchedRoute,
         client: &ClientInfo,
         req: &Req,
-        request_id: Option<HeaderValue>,
+        request_id: Option<RequestId>,
     ) -> Self {
         Pending {
             gw: gw.clone(),
-            route: matched.route.clone(),
-            label: matched.label.clone(),
+            matched,
             method: req.method().clone(),
             client_ip: client.ip,
             request_id,
@@ -61,6 +60,12 @@ impl Pending {
         }
     }
 
+    /// The request's route (kept here rather than cloned: an `Arc` clone and its drop are
+    /// two atomic operations).
+    pub fn matched(&self) -> &MatchedRoute {
+        &self.matched
+    }
+
     /// The response is ready: its status, and the backend that gave it.
     pub fn responded(&mut self, status: StatusCode, backend: Option<Arc<str>>) {
         self.status = status.as_u16();
@@ -68,11 +73,13 @@ impl Pending {
     }
 
     /// Hands the watch over to the response body, which reports once its last byte is out.
-    pub fn watch(self, inner: Body) -> ObservedBody {
+    /// The body also carries the request ID for the response head.
+    pub fn watch(self, inner: Body, request_id: RequestId) -> ObservedBody {
         ObservedBody {
             inner,
             bytes_out: 0,
             pending: Some(self),
+            request_id: Some(request_id),
         }
     }
 
@@ -82,31 +89,36 @@ impl Pending {
         }
         let latency = self.started.elapsed();
         let gw = &self.gw;
+        let (route, label) = (&self.matched.route, &self.matched.label);
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let bytes_in = self.bytes_in.get();
         let (method_key, method) = crate::metrics::method_label(&self.method);
         let series = || {
             gw.metrics
                 .requests
-                .with_label_values(&[&*self.label, method, status.as_str()])
+                .with_label_values(&[&**label, method, status.as_str()])
         };
-        if Arc::ptr_eq(&self.label, &self.route.label) {
+        if Arc::ptr_eq(label, &route.label) {
             let key = (method_key << 16) | u32::from(status.as_u16());
-            self.route.requests.inc(key, series);
-            self.route.duration.observe(latency);
+            route.requests.inc(key, series);
+            route.duration.observe(latency);
         } else {
             series().inc();
             gw.metrics
                 .request_duration
-                .with_label_values(&[&*self.label])
+                .with_label_values(&[&**label])
                 .observe(latency.as_secs_f64());
         }
         if gw.access_log {
             tracing::info!(
                 target: "access",
-                id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                id = self
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                    .unwrap_or("-"),
                 method = self.method.as_str(),
-                route = &*self.label,
+                route = &**label,
                 status = self.status,
                 latency_ms = latency.as_micros() as f64 / 1000.0,
                 backend = self.backend.as_deref().unwrap_or("-"),
@@ -118,9 +130,9 @@ impl Pending {
             );
         }
         gw.sink.record(TrafficEvent {
-            route: self.label.clone(),
+            route: label.clone(),
             backend: self.backend.take(),
-            several_backends: self.route.several_backends(),
+            several_backends: route.several_backends(),
             method: self.method.clone(),
             status: self.status,
             latency,
@@ -145,12 +157,18 @@ pub struct ObservedBody {
     inner: Body,
     bytes_out: u64,
     pending: Option<Pending>,
+    request_id: Option<RequestId>,
 }
 
 impl ObservedBody {
     /// See [`Body::take_fields`].
     pub fn take_fields(&mut self) -> crate::proxy::headers::Fields {
         self.inner.take_fields()
+    }
+
+    /// The request ID, which the response head carries (see [`super::fill_header_map`]).
+    pub fn take_request_id(&mut self) -> Option<RequestId> {
+        self.request_id.take()
     }
 
     fn finish(&mut self, completed: bool) {

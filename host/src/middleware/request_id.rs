@@ -1,7 +1,7 @@
 //! `X-Request-ID`: kept when the client sends a sane one, generated (UUID v4) otherwise;
 //! forwarded to the backend and echoed in the response.
 
-use http::{HeaderValue, Response};
+use http::HeaderValue;
 
 use super::Req;
 
@@ -10,18 +10,37 @@ pub use crate::proxy::headers::X_REQUEST_ID;
 /// Longest client-supplied ID we keep.
 const MAX_LEN: usize = 128;
 
-/// The client's ID when it is sane, or a new one. The backend gets it as the request is
-/// written ([`crate::proxy::headers::Forwarding`]).
-pub fn assign(req: &Req) -> HeaderValue {
-    match req.headers().get(&X_REQUEST_ID) {
-        Some(v) if is_sane(v) => v.clone(),
-        _ => value(&generate()),
+/// A request's ID: the client's, or one made here. A made one stays a plain array (no
+/// allocation, no validation) until something needs a header value.
+#[derive(Clone, Debug)]
+pub enum RequestId {
+    Client(HeaderValue),
+    Made([u8; 36]),
+}
+
+impl RequestId {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Client(v) => v.as_bytes(),
+            RequestId::Made(text) => text,
+        }
+    }
+
+    pub fn to_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Client(v) => v.clone(),
+            RequestId::Made(text) => value(text),
+        }
     }
 }
 
-/// Echoes the ID in the response.
-pub fn stamp<B>(res: &mut Response<B>, id: HeaderValue) {
-    res.headers_mut().insert(X_REQUEST_ID, id);
+/// The client's ID when it is sane, or a new one. The backend gets it as the request is
+/// written ([`crate::proxy::headers::Forwarding`]), the client with the response head.
+pub fn assign(req: &Req) -> RequestId {
+    match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if is_sane(v) => RequestId::Client(v.clone()),
+        _ => RequestId::Made(generate()),
+    }
 }
 
 fn is_sane(v: &HeaderValue) -> bool {

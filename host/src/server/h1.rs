@@ -33,8 +33,9 @@ use tokio_util::sync::CancellationToken;
 use crate::body::RequestBody;
 use crate::clock::CoarseClock;
 use crate::gateway::Gateway;
+use crate::middleware::request_id::RequestId;
 use crate::middleware::{self, ClientInfo};
-use crate::proxy::headers::{Fields, client_ip, contains_token};
+use crate::proxy::headers::{Fields, X_REQUEST_ID, client_ip, contains_token};
 
 /// Longest request head served here; longer ones go to hyper, which has its own limit.
 const MAX_HEAD: usize = 64 * 1024;
@@ -178,11 +179,15 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
         let close = close || shared.stopping.load(Ordering::Relaxed);
         let mut res = res;
         let fields = res.body_mut().take_fields();
+        let id = res.body_mut().take_request_id();
         match write_response(
             &mut stream,
             &mut out,
             res,
-            &fields,
+            Extra {
+                fields: &fields,
+                request_id: id.as_ref().map(RequestId::as_bytes),
+            },
             head_only,
             close,
             &shared.gw.clock,
@@ -316,13 +321,22 @@ enum Framing {
     Chunked,
 }
 
-/// Writes the response, its header map followed by the backend's `fields` (less those the
-/// map replaces); returns whether the connection may serve another request.
+/// What the response head carries besides its header map (see
+/// [`middleware::fill_header_map`]).
+struct Extra<'a> {
+    /// The backend's fields, less those the map replaces.
+    fields: &'a Fields,
+    /// `X-Request-ID`, replacing any other.
+    request_id: Option<&'a [u8]>,
+}
+
+/// Writes the response, its header map followed by the `extra` fields; returns whether
+/// the connection may serve another request.
 async fn write_response<B>(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     res: Response<B>,
-    fields: &Fields,
+    extra: Extra<'_>,
     head_only: bool,
     close: bool,
     clock: &CoarseClock,
@@ -360,11 +374,17 @@ where
                 .and_then(|v| v.trim().parse::<u64>().ok());
             continue;
         }
+        if name == X_REQUEST_ID && extra.request_id.is_some() {
+            continue;
+        }
         has_date |= name == header::DATE;
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    if let Some(id) = extra.request_id {
+        push_header(out, X_REQUEST_ID.as_str().as_bytes(), id);
+    }
     // The backend's fields, spelled as it sent them: hop-by-hop ones are already left out.
-    for field in fields.iter() {
+    for field in extra.fields.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case(b"content-length") && !bodyless {
             declared = std::str::from_utf8(field.value)
@@ -372,11 +392,12 @@ where
                 .and_then(|v| v.trim().parse::<u64>().ok());
             continue;
         }
-        if parts
-            .headers
-            .keys()
-            .any(|set| set.as_str().as_bytes().eq_ignore_ascii_case(name))
-        {
+        let replaced = (extra.request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id"))
+            || parts
+                .headers
+                .keys()
+                .any(|set| set.as_str().as_bytes().eq_ignore_ascii_case(name));
+        if replaced {
             continue;
         }
         has_date |= name.eq_ignore_ascii_case(b"date");

@@ -93,11 +93,10 @@ async fn body(res: Response<UpstreamBody>) -> Bytes {
 
 const T: Duration = Duration::from_secs(5);
 
-static ID: HeaderValue = HeaderValue::from_static("test-id");
 static PEER: HeaderValue = HeaderValue::from_static("127.0.0.1");
 /// What the proxy adds: here only checked not to get in the way.
 static FWD: Forwarding<'static> = Forwarding {
-    request_id: &ID,
+    request_id: b"test-id",
     peer_text: &PEER,
     peer_trusted: false,
     backend_authority: "backend",
@@ -196,6 +195,69 @@ async fn a_kept_timer_whose_deadline_passed_while_idle_serves_the_next_request()
         accepted.load(Ordering::SeqCst),
         1,
         "same connection, new deadline"
+    );
+}
+
+/// A backend that answers the first request on its one connection at once and the second
+/// after `delay` (never, if `None`).
+async fn slow_second_answer(delay: Option<Duration>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let mut buf = Vec::new();
+        for answer in 0..2 {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf.clear();
+            if answer == 1 {
+                match delay {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            }
+            s.write_all(ok).await.unwrap();
+        }
+        std::future::pending::<()>().await;
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_kept_timer_set_for_an_earlier_deadline_does_not_cut_the_next_request_short() {
+    let p = pool(slow_second_answer(Some(Duration::from_millis(300))).await);
+    let first = Instant::now() + Duration::from_millis(100);
+    assert_eq!(
+        body(p.send(&mut get("/"), &FWD, T, first).await.unwrap()).await,
+        "ok"
+    );
+    // The kept timer still points at `first`, which passes while the backend thinks.
+    let res = p.send(&mut get("/"), &FWD, T, soon()).await;
+    assert_eq!(body(res.unwrap()).await, "ok");
+}
+
+#[tokio::test]
+async fn a_kept_timer_set_for_a_later_deadline_is_moved_to_an_earlier_one() {
+    let p = pool(slow_second_answer(None).await);
+    assert_eq!(
+        body(p.send(&mut get("/"), &FWD, T, soon()).await.unwrap()).await,
+        "ok"
+    );
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(100);
+    let err = p.send(&mut get("/"), &FWD, T, deadline).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout), "{err}");
+    assert!(Instant::now() >= deadline, "not before the deadline");
+    assert!(
+        start.elapsed() < T,
+        "at this request's deadline, not the earlier request's"
     );
 }
 

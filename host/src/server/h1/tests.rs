@@ -83,11 +83,16 @@ fn too_many_headers_go_to_hyper() {
     assert!(matches!(parsed(&req).0, Parsed::HandOff));
 }
 
+const NO_EXTRA: Extra<'static> = Extra {
+    fields: &Fields::new(),
+    request_id: None,
+};
+
 /// Writes `res` through a real socket and returns what the client read, and whether the
 /// connection may be kept.
 async fn written_bytes<B>(
     res: Response<B>,
-    fields: &Fields,
+    extra: Extra<'_>,
     head_only: bool,
     close: bool,
 ) -> (Vec<u8>, bool)
@@ -105,7 +110,7 @@ where
     let (mut stream, _) = listener.accept().await.unwrap();
     let mut out = Vec::new();
     let clock = CoarseClock::new();
-    let keep = write_response(&mut stream, &mut out, res, fields, head_only, close, &clock)
+    let keep = write_response(&mut stream, &mut out, res, extra, head_only, close, &clock)
         .await
         .unwrap();
     drop(stream);
@@ -113,7 +118,7 @@ where
 }
 
 async fn written(res: Response<Body>, head_only: bool, close: bool) -> (String, bool) {
-    let (wire, keep) = written_bytes(res, &Fields::default(), head_only, close).await;
+    let (wire, keep) = written_bytes(res, NO_EXTRA, head_only, close).await;
     (String::from_utf8(wire).unwrap(), keep)
 }
 
@@ -133,7 +138,7 @@ async fn a_small_body_goes_out_with_its_length() {
 }
 
 #[tokio::test]
-async fn a_backends_fields_follow_the_map_which_replaces_them() {
+async fn a_backends_fields_follow_the_map_and_the_request_id_which_replace_them() {
     let mut fields = Fields::default();
     fields.push(b"Content-Type", b"text/plain");
     fields.push(b"X-Request-ID", b"from-the-backend");
@@ -149,10 +154,18 @@ async fn a_backends_fields_follow_the_map_which_replaces_them() {
         frames,
     )));
     res.headers_mut()
-        .insert("x-request-id", HeaderValue::from_static("gateway"));
-    let (wire, keep) = written_bytes(res, &fields, false, false).await;
+        .insert("content-type", HeaderValue::from_static("text/html"));
+    let extra = Extra {
+        fields: &fields,
+        request_id: Some(b"gateway"),
+    };
+    let (wire, keep) = written_bytes(res, extra, false, false).await;
     let wire = String::from_utf8(wire).unwrap();
-    assert!(wire.contains("\r\nContent-Type: text/plain\r\n"), "{wire}");
+    assert!(wire.contains("\r\ncontent-type: text/html\r\n"), "{wire}");
+    assert!(
+        !wire.contains("text/plain"),
+        "the map's field replaces the backend's: {wire}"
+    );
     assert!(
         wire.contains("\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"),
         "{wire}"
@@ -214,7 +227,7 @@ async fn an_unknown_length_is_chunked_and_large_frames_pass_whole() {
         Ok(http_body::Frame::data(Bytes::from(big.clone()))),
     ];
     let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-    let (wire, keep) = written_bytes(Response::new(stream), &Fields::default(), false, false).await;
+    let (wire, keep) = written_bytes(Response::new(stream), NO_EXTRA, false, false).await;
     let text = String::from_utf8_lossy(&wire);
     assert!(text.contains("\r\ntransfer-encoding: chunked\r\n"));
     let body_at = text.find("\r\n\r\n").unwrap() + 4;
