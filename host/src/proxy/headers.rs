@@ -88,10 +88,6 @@ impl Fields {
         self.0.extend_from_slice(b"\r\n");
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The fields, in order.
     pub fn iter(&self) -> impl Iterator<Item = Field<'_>> {
         let mut rest = &self.0[..];
@@ -211,7 +207,7 @@ impl Forwarding<'_> {
         out: &mut Vec<u8>,
     ) {
         let start = out.len();
-        if let Err(NamesFields) = self.write_with(headers, uri, drop_length, &[], out) {
+        if let Err(NamesFields) = self.write_with(headers, uri, drop_length, None, out) {
             // Rare: `Connection` names fields to drop, which may come before it.
             let named: Vec<HeaderName> = headers
                 .get_all(header::CONNECTION)
@@ -220,18 +216,18 @@ impl Forwarding<'_> {
                 .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
                 .collect();
             out.truncate(start);
-            let _ = self.write_with(headers, uri, drop_length, &named, out);
+            let _ = self.write_with(headers, uri, drop_length, Some(&named), out);
         }
     }
 
-    /// One pass over the fields. Fails when `Connection` names a field that `named` does
-    /// not list.
+    /// One pass over the fields, dropping those `named` by `Connection`. Without that
+    /// list, fails when `Connection` names a field.
     fn write_with(
         &self,
         headers: &HeaderMap,
         uri: &Uri,
         drop_length: bool,
-        named: &[HeaderName],
+        named: Option<&[HeaderName]>,
         out: &mut Vec<u8>,
     ) -> Result<(), NamesFields> {
         let mut host = None;
@@ -239,19 +235,18 @@ impl Forwarding<'_> {
         let (mut kept_proto, mut kept_host) = (false, false);
         for (name, value) in headers {
             if *name == header::CONNECTION {
-                let names_more = value
-                    .as_bytes()
-                    .split(|b| *b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .any(|t| {
-                        !t.is_empty()
-                            && !t.eq_ignore_ascii_case(b"keep-alive")
-                            && !t.eq_ignore_ascii_case(b"close")
-                            && !named
-                                .iter()
-                                .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(t))
-                    });
-                if names_more {
+                let names_fields = || {
+                    value
+                        .as_bytes()
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .any(|t| {
+                            !t.is_empty()
+                                && !t.eq_ignore_ascii_case(b"keep-alive")
+                                && !t.eq_ignore_ascii_case(b"close")
+                        })
+                };
+                if named.is_none() && names_fields() {
                     return Err(NamesFields);
                 }
                 continue;
@@ -260,7 +255,7 @@ impl Forwarding<'_> {
                 || *name == header::EXPECT
                 || (drop_length && *name == header::CONTENT_LENGTH)
                 || *name == X_REQUEST_ID
-                || named.contains(name)
+                || named.is_some_and(|named| named.contains(name))
             {
                 continue;
             }
@@ -403,6 +398,35 @@ mod tests {
                 ("x-forwarded-for", "127.0.0.1"),
                 ("x-forwarded-proto", "http"),
                 ("x-forwarded-host", "api.example.com"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_connection_field_naming_no_valid_field_still_gets_a_whole_head() {
+        let (id, peer) = (
+            HeaderValue::from_static("i"),
+            peer_text("127.0.0.1:5".parse().unwrap()),
+        );
+        let got = written(
+            &fwd(&id, &peer, false),
+            "/",
+            &[
+                ("host", "h"),
+                ("connection", "not a token, x-hop"),
+                ("x-hop", "1"),
+                ("x-after", "kept"),
+            ],
+        );
+        assert_eq!(
+            got,
+            pairs(&[
+                ("host", "h"),
+                ("x-after", "kept"),
+                ("x-request-id", "i"),
+                ("x-forwarded-for", "127.0.0.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "h"),
             ])
         );
     }

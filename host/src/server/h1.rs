@@ -158,7 +158,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
         // away (the request is dropped, as hyper does); other bytes are a pipelined
         // request, kept for later.
         let mut watch = true;
-        let res = loop {
+        let mut res = loop {
             tokio::select! {
                 biased;
                 res = &mut pending => break res,
@@ -177,7 +177,6 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) -> 
             }
         };
         let close = close || shared.stopping.load(Ordering::Relaxed);
-        let mut res = res;
         let fields = res.body_mut().take_fields();
         let id = res.body_mut().take_request_id();
         match write_response(
