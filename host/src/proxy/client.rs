@@ -163,9 +163,10 @@ impl Pool {
         }))
     }
 
-    /// Sends `req` (its URI's path and query; its headers as given, `Host` included) and
-    /// returns the response once its head has arrived, or [`ClientError::Timeout`] if that
-    /// takes until `deadline`. The body streams from the socket.
+    /// Sends `req` (its URI's path and query; its header fields as `forwarding` edits
+    /// them) and returns the response once its head has arrived, or
+    /// [`ClientError::Timeout`] if that takes until `deadline`. The body streams from the
+    /// socket; the response's header fields travel with it ([`UpstreamBody::fields`]).
     pub async fn send(
         self: &Arc<Self>,
         req: &mut Request<RequestBody>,
