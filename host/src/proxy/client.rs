@@ -30,7 +30,9 @@ use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::clock::CoarseClock;
-use crate::proxy::headers::{Fields, Forwarding, is_hop_by_hop};
+use crate::proxy::headers::{
+    Fields, Forwarding, connection_names, contains_token, is_hop_by_hop, parse_length, push_field,
+};
 
 /// Largest response head accepted from a backend.
 const MAX_HEAD: usize = 64 * 1024;
@@ -337,9 +339,11 @@ fn encode_head<B>(
     if has_body {
         match length {
             Some(n) if !req.headers().contains_key(CONTENT_LENGTH) => {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(n.to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
+                push_field(
+                    out,
+                    b"content-length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
             }
             Some(_) => {}
             None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -415,8 +419,8 @@ async fn read_head(conn: &mut Conn, head_only: bool) -> Result<Head, (ClientErro
         match parsed {
             Some(Ok(parsed)) => {
                 conn.buf.advance(parsed.len);
-                let status =
-                    StatusCode::from_u16(parsed.status).map_err(|_| (invalid_status(), false))?;
+                let status = StatusCode::from_u16(parsed.status)
+                    .map_err(|_| (ClientError::Protocol("invalid status code".into()), false))?;
                 if status.is_informational() {
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err((
@@ -457,10 +461,6 @@ async fn read_head(conn: &mut Conn, head_only: bool) -> Result<Head, (ClientErro
     }
 }
 
-fn invalid_status() -> ClientError {
-    ClientError::Protocol("invalid status code".into())
-}
-
 /// A parsed response head.
 struct Parsed {
     /// Its length in bytes.
@@ -492,10 +492,7 @@ impl BodyHeaders {
             let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
             self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n: Option<u64> = std::str::from_utf8(value)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            match n {
+            match parse_length(value) {
                 None => {
                     self.bad_length.get_or_insert("invalid content-length");
                 }
@@ -523,15 +520,12 @@ fn scan_head(res: &httparse::Response<'_, '_>, len: usize) -> Result<Parsed, Cli
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
-            for option in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if option.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if option.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if !option.is_empty() {
-                    names_fields = true;
-                }
+            if contains_token(h.value, b"close") {
+                keep_alive = false;
+            } else if contains_token(h.value, b"keep-alive") {
+                keep_alive = true;
             }
+            names_fields |= connection_names(h.value).next().is_some();
             continue;
         }
         body.note(name, h.value);
@@ -544,8 +538,7 @@ fn scan_head(res: &httparse::Response<'_, '_>, len: usize) -> Result<Parsed, Cli
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
+            .flat_map(|h| connection_names(h.value))
             .collect();
         fields.retain(|name| !named.iter().any(|n| n.eq_ignore_ascii_case(name)));
     }

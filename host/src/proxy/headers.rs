@@ -12,21 +12,9 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers that describe one connection, never the message.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Whether `name`, in any case, is a hop-by-hop field ([`HOP_BY_HOP`]). By length first:
-/// this runs for every field of every response.
+/// Whether `name`, in any case, is a hop-by-hop field: one that describes a connection,
+/// never the message (RFC 9110 §7.6.1). By length first: this runs for every field of
+/// every request and response.
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     let candidates: &[&[u8]] = match name.len() {
         2 => &[b"te"],
@@ -82,10 +70,7 @@ impl Fields {
         self.0.reserve(8 + name.len() + value.len() + 4);
         self.0.extend_from_slice(&n.to_le_bytes());
         self.0.extend_from_slice(&v.to_le_bytes());
-        self.0.extend_from_slice(name);
-        self.0.extend_from_slice(b": ");
-        self.0.extend_from_slice(value);
-        self.0.extend_from_slice(b"\r\n");
+        push_field(&mut self.0, name, value);
     }
 
     /// The fields, in order.
@@ -140,6 +125,32 @@ impl Fields {
             }
         }
     }
+}
+
+/// Appends the field line `name: value\r\n`.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value as a number.
+pub fn parse_length(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// The fields a `Connection` value names to be dropped with it: its tokens other than
+/// its own options `close` and `keep-alive`.
+pub fn connection_names(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+        })
 }
 
 /// Whether a comma-separated header value (`Connection: keep-alive, Close`) lists `token`,
@@ -209,11 +220,10 @@ impl Forwarding<'_> {
         let start = out.len();
         if let Err(NamesFields) = self.write_with(headers, uri, drop_length, None, out) {
             // Rare: `Connection` names fields to drop, which may come before it.
-            let named: Vec<HeaderName> = headers
+            let named: Vec<&[u8]> = headers
                 .get_all(header::CONNECTION)
                 .iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+                .flat_map(|v| connection_names(v.as_bytes()))
                 .collect();
             out.truncate(start);
             let _ = self.write_with(headers, uri, drop_length, Some(&named), out);
@@ -227,7 +237,7 @@ impl Forwarding<'_> {
         headers: &HeaderMap,
         uri: &Uri,
         drop_length: bool,
-        named: Option<&[HeaderName]>,
+        named: Option<&[&[u8]]>,
         out: &mut Vec<u8>,
     ) -> Result<(), NamesFields> {
         let mut host = None;
@@ -235,27 +245,17 @@ impl Forwarding<'_> {
         let (mut kept_proto, mut kept_host) = (false, false);
         for (name, value) in headers {
             if *name == header::CONNECTION {
-                let names_fields = || {
-                    value
-                        .as_bytes()
-                        .split(|b| *b == b',')
-                        .map(<[u8]>::trim_ascii)
-                        .any(|t| {
-                            !t.is_empty()
-                                && !t.eq_ignore_ascii_case(b"keep-alive")
-                                && !t.eq_ignore_ascii_case(b"close")
-                        })
-                };
-                if named.is_none() && names_fields() {
+                if named.is_none() && connection_names(value.as_bytes()).next().is_some() {
                     return Err(NamesFields);
                 }
                 continue;
             }
-            if HOP_BY_HOP.contains(name)
+            let spelled = name.as_str().as_bytes();
+            if is_hop_by_hop(spelled)
                 || *name == header::EXPECT
                 || (drop_length && *name == header::CONTENT_LENGTH)
                 || *name == X_REQUEST_ID
-                || named.is_some_and(|named| named.contains(name))
+                || named.is_some_and(|named| named.iter().any(|n| n.eq_ignore_ascii_case(spelled)))
             {
                 continue;
             }
@@ -276,7 +276,7 @@ impl Forwarding<'_> {
             } else if *name == header::HOST {
                 host = Some(value.as_bytes());
             }
-            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+            push_field(out, spelled, value.as_bytes());
         }
         if host.is_none() {
             // An HTTP/2 request's authority, or the backend's (which is no client's host).
@@ -308,13 +308,6 @@ impl Forwarding<'_> {
 
 /// `Connection` names a field not dropped yet.
 struct NamesFields;
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
 
 #[cfg(test)]
 mod tests {
@@ -461,6 +454,19 @@ mod tests {
             "the backend's own authority is no client's host, and the forged one goes: {got:?}"
         );
     }
+
+    /// Headers that describe one connection, never the message.
+    const HOP_BY_HOP: [HeaderName; 9] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ];
 
     #[test]
     fn hop_by_hop_names_are_found_in_any_case() {

@@ -35,7 +35,9 @@ use crate::clock::CoarseClock;
 use crate::gateway::Gateway;
 use crate::middleware::request_id::RequestId;
 use crate::middleware::{self, ClientInfo};
-use crate::proxy::headers::{Fields, X_REQUEST_ID, client_ip, contains_token};
+use crate::proxy::headers::{
+    Fields, X_REQUEST_ID, client_ip, contains_token, parse_length, push_field,
+};
 
 /// Longest request head served here; longer ones go to hyper, which has its own limit.
 const MAX_HEAD: usize = 64 * 1024;
@@ -368,27 +370,23 @@ where
             continue;
         }
         if name == header::CONTENT_LENGTH && !bodyless {
-            declared = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            declared = parse_length(value.as_bytes());
             continue;
         }
         if name == X_REQUEST_ID && extra.request_id.is_some() {
             continue;
         }
         has_date |= name == header::DATE;
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if let Some(id) = extra.request_id {
-        push_header(out, X_REQUEST_ID.as_str().as_bytes(), id);
+        push_field(out, X_REQUEST_ID.as_str().as_bytes(), id);
     }
     // The backend's fields, spelled as it sent them: hop-by-hop ones are already left out.
     for field in extra.fields.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case(b"content-length") && !bodyless {
-            declared = std::str::from_utf8(field.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            declared = parse_length(field.value);
             continue;
         }
         let replaced = (extra.request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id"))
@@ -408,11 +406,11 @@ where
         match body.size_hint().exact().or(declared) {
             Some(n) => {
                 let mut digits = itoa::Buffer::new();
-                push_header(out, b"content-length", digits.format(n).as_bytes());
+                push_field(out, b"content-length", digits.format(n).as_bytes());
                 Framing::Length(n)
             }
             None => {
-                push_header(out, b"transfer-encoding", b"chunked");
+                push_field(out, b"transfer-encoding", b"chunked");
                 Framing::Chunked
             }
         }
@@ -421,7 +419,7 @@ where
         clock.push_date(out);
     }
     if close {
-        push_header(out, b"connection", b"close");
+        push_field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -526,13 +524,6 @@ async fn flush(
     out.clear();
     queued.clear();
     Ok(())
-}
-
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes all of `parts`, in as few system calls as the socket allows.
