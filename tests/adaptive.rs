@@ -100,12 +100,21 @@ async fn a_spike_is_detected_logged_counted_and_listed_once() {
     load(&http, &gw.url("/api/a"), 190..=210, 4).await;
 
     let query = "/analytics/anomalies?route=%2Fapi%2Fa&metric=request_rate";
-    let list = wait_for(
+    let list = wait_for_or_explain(
         Duration::from_secs(10),
         "a listed request_rate anomaly",
         || async {
             let v = admin_json(&gw, query).await;
             v.as_array().is_some_and(|l| !l.is_empty()).then_some(v)
+        },
+        || async {
+            format!(
+                "spike from {spike_from}, now {}\nroutes: {}\nall anomalies: {}\nhistory: {}",
+                now_ms(),
+                admin_json(&gw, "/analytics/routes").await,
+                admin_json(&gw, "/analytics/anomalies").await,
+                admin_json(&gw, "/analytics/routes/%2Fapi%2Fa/history").await,
+            )
         },
     )
     .await;

@@ -42,17 +42,36 @@ where
 }
 
 /// Polls `f` until it gives a value, failing the test after `limit`.
-pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
+{
+    wait_for_or_explain(limit, what, f, || async { String::new() }).await
+}
+
+/// As [`wait_for`]; a timeout's failure also prints what `explain` gives then (the state
+/// the wait was for, so that a rare failure can be read from its log).
+pub async fn wait_for_or_explain<T, F, Fut, E, EFut>(
+    limit: Duration,
+    what: &str,
+    mut f: F,
+    explain: E,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+    E: FnOnce() -> EFut,
+    EFut: Future<Output = String>,
 {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for: {what}\n{}", explain().await);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
