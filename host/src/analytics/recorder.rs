@@ -197,10 +197,9 @@ fn is_open(queue: &Arc<Queue>) -> bool {
 
 /// Files everything queued, `SLICE` events per store write with a yield to the event loop
 /// after each, while the store can be written without waiting; when it cannot, what is
-/// left stays in `batch` for the next tick. While
-/// `batch` holds a queue's worth the queue is left alone, so a store that stays busy makes
-/// the queue fill and drop (counted) rather than `batch` grow. False once the queue is
-/// closed (the recorder is gone).
+/// left stays in `batch` for the next tick. While `batch` holds a queue's worth the queue
+/// is left alone, so a store that stays busy makes the queue fill and drop (counted)
+/// rather than `batch` grow. False once the queue is closed (the recorder is gone).
 async fn file_queued(
     queue: &Arc<Queue>,
     batch: &mut Vec<Record>,
