@@ -64,20 +64,10 @@ def parse_variant(text):
 
 
 def start_variant(variant, d, backend_port, routes, cores):
-    name, binary, analytics, replace = variant
+    name, binary, analytics, edit = variant
     if binary is None:
         return R.start_proxy(name, d, backend_port, routes, cores, None)
-    port, admin = R.free_port(), R.free_port()
-    text = R.microgate_conf(d, port, admin, backend_port, routes, cores.proxy_threads, analytics, d / f"{name}.db")
-    if replace:
-        if replace[0] not in text:
-            raise ValueError(f"{name}: {replace[0]!r} is not in the generated config")
-        text = text.replace(*replace)
-    conf = d / f"{name}.yml"
-    conf.write_text(text)
-    s = R.Server(name, cores.proxy + [binary, "run", "--config", str(conf)], port, cwd=str(d), log_path=d / f"{name}.log")
-    s.admin = admin
-    return s
+    return R.start_microgate(name, d, backend_port, routes, cores, binary, analytics, edit)
 
 
 def report(runs):
@@ -88,15 +78,10 @@ def report(runs):
     lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in names:
         rs = runs[n]
-        med = lambda k: R.median([r[k] for r in rs])
-
-        def ratio(k):
-            pairs = [(x[k], y[k]) for x, y in zip(rs, base) if y[k]]
-            below = sum(1 for x, y in pairs if x < y)
-            return f"{R.median([x / y for x, y in pairs]):.3f} ({below}/{len(pairs)})"
-
-        lines.append(f"| {n} | {med('rps'):.0f} | {med('p50_ms'):.3f} | {med('p99_ms'):.3f} | "
-                     f"{med('cpu_us_per_request'):.2f} | {ratio('p99_ms')} | {ratio('cpu_us_per_request')} |")
+        med = {k: R.median([r[k] for r in rs]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")}
+        ratio = {k: f"{R.paired(rs, base, k):.3f} ({R.below(rs, base, k)})" for k in ("p99_ms", "cpu_us_per_request")}
+        lines.append(f"| {n} | {med['rps']:.0f} | {med['p50_ms']:.3f} | {med['p99_ms']:.3f} | "
+                     f"{med['cpu_us_per_request']:.2f} | {ratio['p99_ms']} | {ratio['cpu_us_per_request']} |")
     return "\n".join(lines)
 
 
@@ -107,6 +92,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=8, help="rotated rounds (default 8)")
     ap.add_argument("--duration", type=int, default=8, help="seconds per run (default 8)")
     ap.add_argument("--rate", type=int, default=10000, help="requests/s for the `rate` scenario")
+    ap.add_argument("--max-steal", type=float, default=1.0,
+                    help="run again a run that lost more than this %% of the CPU to the hypervisor (default 1)")
+    ap.add_argument("--retries", type=int, default=2, help="times a run is redone for steal (default 2)")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(HERE.parent / "target")),
                     help="where target/dist/bench-backend is")
     ap.add_argument("--out", help="also write every run as JSON here")
@@ -123,7 +111,7 @@ def main():
 
     R.ensure_packages()
     cores = R.Cores()
-    target, conns, routes, desc = R.SCENARIOS[args.scenario]
+    _, _, routes, desc = R.SCENARIOS[args.scenario]
     R.log(f"A/B, {args.scenario}: {desc}; {args.rounds} rounds of {args.duration} s")
     d = Path(tempfile.mkdtemp(prefix="microgate-ab-"))
     R.write_lua(d)
@@ -140,23 +128,7 @@ def main():
                 R.log(f"cannot start {v[0]}: {e}")
                 raise SystemExit(2) from None
             servers.append(proxies[v[0]])
-        for p in proxies.values():  # warm up connections and pools
-            R.wrk(p.port, target, conns, 1, cores, d)
-        runs = {n: [] for n in proxies}
-        for r in range(args.rounds):
-            for n in R.round_order(list(proxies), r):
-                p = proxies[n]
-                others = [q for m, q in proxies.items() if m != n]
-                for q in others:
-                    q.pause(True)
-                try:
-                    res = R.measured(p, lambda: R.load(args.scenario, p.port, target, conns, args.duration, cores, d, args.rate))
-                finally:
-                    for q in others:
-                        q.pause(False)
-                runs[n].append(res)
-                R.log(f"  {n:14} {res['rps']:10.0f} req/s  p99 {res['p99_ms']:7.2f} ms  "
-                      f"{res['cpu_us_per_request']:6.2f} us CPU/req  steal {res['steal_pct']:.1f}%")
+        runs = R.measure_rounds(proxies, args.scenario, cores, d, args)
     finally:
         for s in servers:
             s.stop()

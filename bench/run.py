@@ -302,6 +302,8 @@ routes:
 
 
 def start_proxy(name, d, backend, routes, cores, microgate_bin):
+    if name in ("microgate", "microgate-off"):
+        return start_microgate(name, d, backend, routes, cores, microgate_bin, name == "microgate")
     port = free_port()
     threads = cores.proxy_threads
     logf = d / f"{name}.log"
@@ -323,14 +325,24 @@ def start_proxy(name, d, backend, routes, cores, microgate_bin):
         conf.write_text(caddy_conf(d, port, backend, routes, threads))
         env = dict(os.environ, GOMAXPROCS=str(threads), HOME=str(d), XDG_DATA_HOME=str(d), XDG_CONFIG_HOME=str(d))
         return Server(name, cores.proxy + ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"], port, env=env, log_path=logf)
-    analytics = name == "microgate"
-    admin = free_port()
+    raise ValueError(f"unknown proxy {name!r}")
+
+
+def start_microgate(name, d, backend, routes, cores, binary, analytics, edit=None):
+    """MicroGate as benchmarked; `edit`: (old, new) text replaced in its generated config
+    (bench/ab.py's one-setting variants). A ValueError when `old` is not in it."""
+    port, admin = free_port(), free_port()
     conf = d / f"{name}.yml"
     # A store of its own per start: history from an earlier scenario (1,000 routes' worth
     # after `routes`) would be loaded and analysed on every tick of the next one.
     db = d / f"microgate-{port}.db"
-    conf.write_text(microgate_conf(d, port, admin, backend, routes, threads, analytics, db))
-    s = Server(name, cores.proxy + [str(microgate_bin), "run", "--config", str(conf)], port, cwd=str(d), log_path=logf)
+    text = microgate_conf(d, port, admin, backend, routes, cores.proxy_threads, analytics, db)
+    if edit:
+        if edit[0] not in text:
+            raise ValueError(f"{name}: {edit[0]!r} is not in the generated config")
+        text = text.replace(*edit)
+    conf.write_text(text)
+    s = Server(name, cores.proxy + [str(binary), "run", "--config", str(conf)], port, cwd=str(d), log_path=d / f"{name}.log")
     s.admin = admin
     return s
 
@@ -449,32 +461,7 @@ def run(args):
             for name in args.proxies:
                 proxies[name] = start_proxy(name, d, backend_port, routes, cores, microgate_bin)
                 servers.append(proxies[name])
-            for name, p in proxies.items():  # warm up connections and pools
-                wrk(p.port, target, conns, 1, cores, d)
-            runs = {name: [] for name in proxies}
-            for r in range(args.rounds):
-                order = round_order(list(proxies), r)
-                for name in order:
-                    p = proxies[name]
-                    # Only the proxy under test runs: the others are stopped, so that
-                    # one's background work (MicroGate's analyzer ticks on, traffic or
-                    # not) does not share the core with another's run.
-                    others = [q for n, q in proxies.items() if n != name]
-                    for q in others:
-                        q.pause(True)
-                    try:
-                        for attempt in range(args.retries + 1):
-                            res = measured(p, lambda: load(scenario, p.port, target, conns, args.duration, cores, d, args.rate))
-                            res["attempt"] = attempt + 1
-                            if res["steal_pct"] <= args.max_steal or attempt == args.retries:
-                                break
-                            log(f"  {name:14} {res['steal_pct']:.1f}% of the CPU stolen by the hypervisor: run again")
-                    finally:
-                        for q in others:
-                            q.pause(False)
-                    runs[name].append(res)
-                    log(f"  {name:14} {res['rps']:10.0f} req/s  p99 {res['p99_ms']:7.2f} ms  {res['cpu_us_per_request']:6.1f} us CPU/req"
-                        f"  steal {res['steal_pct']:.1f}%")
+            runs = measure_rounds(proxies, scenario, cores, d, args)
             if scenario == "routes" and "microgate" in proxies:
                 results["memory"]["rss_mb_after_routes"] = proxies["microgate"].rss_mb()
                 before = proxies["microgate"].rss_mb()
@@ -491,6 +478,40 @@ def run(args):
             s.stop()
         shutil.rmtree(d, ignore_errors=True)
     return results
+
+
+def measure_rounds(proxies, scenario, cores, d, args):
+    """Warms each proxy up, then runs the scenario's load against each for `args.rounds`
+    rotated rounds (`args.duration`, `args.rate`; a run that lost more than
+    `args.max_steal` percent to the hypervisor is redone up to `args.retries` times).
+    Returns each proxy's runs, in round order."""
+    target, conns, _, _ = SCENARIOS[scenario]
+    for p in proxies.values():  # warm up connections and pools
+        wrk(p.port, target, conns, 1, cores, d)
+    runs = {name: [] for name in proxies}
+    for r in range(args.rounds):
+        for name in round_order(list(proxies), r):
+            p = proxies[name]
+            # Only the proxy under test runs: the others are stopped, so that one's
+            # background work (MicroGate's analyzer ticks on, traffic or not) does not
+            # share the core with another's run.
+            others = [q for n, q in proxies.items() if n != name]
+            for q in others:
+                q.pause(True)
+            try:
+                for attempt in range(args.retries + 1):
+                    res = measured(p, lambda: load(scenario, p.port, target, conns, args.duration, cores, d, args.rate))
+                    res["attempt"] = attempt + 1
+                    if res["steal_pct"] <= args.max_steal or attempt == args.retries:
+                        break
+                    log(f"  {name:14} {res['steal_pct']:.1f}% of the CPU stolen by the hypervisor: run again")
+            finally:
+                for q in others:
+                    q.pause(False)
+            runs[name].append(res)
+            log(f"  {name:14} {res['rps']:10.0f} req/s  p99 {res['p99_ms']:7.2f} ms  {res['cpu_us_per_request']:6.1f} us CPU/req"
+                f"  steal {res['steal_pct']:.1f}%")
+    return runs
 
 
 def round_order(names, r):
@@ -523,15 +544,23 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def paired(a, b, k):
+    """The median over rounds of run a[i][k] against run b[i][k] of the same round."""
+    return median([x[k] / y[k] for x, y in zip(a, b) if y[k]] or [float("nan")])
+
+
+def below(a, b, k):
+    """In how many rounds a's run was below b's of the same round, as "k/n": a median
+    ratio near 1.0 says little on its own, 4/4 or 0/4 says more."""
+    pairs = [(x[k], y[k]) for x, y in zip(a, b) if y[k]]
+    return f"{sum(1 for x, y in pairs if x < y)}/{len(pairs)}"
+
+
 def summarize(runs):
     """Per proxy the median of its runs, and its ratios to nginx: the median of the ratios
     round by round (each proxy's run against nginx's run of the same round, minutes apart at
     most), which cancels the drift a ratio of two medians keeps."""
     keys = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
-
-    def paired(a, b, k):
-        return median([x[k] / y[k] for x, y in zip(a, b) if y[k]] or [float("nan")])
-
     summary = {}
     for name, rs in runs.items():
         summary[name] = {k: median([r[k] for r in rs]) for k in keys}
@@ -540,12 +569,6 @@ def summarize(runs):
         summary[name]["non2xx"] = sum(r["non2xx"] for r in rs)
         summary[name]["steal_pct"] = median([r.get("steal_pct", 0.0) for r in rs])
         summary[name]["reruns"] = sum(r.get("attempt", 1) - 1 for r in rs)
-    def below(a, b, k):
-        """In how many rounds the proxy's run was below nginx's of the same round, as
-        "k/n": a median ratio near 1.0 says little on its own, 4/4 or 0/4 says more."""
-        pairs = [(x[k], y[k]) for x, y in zip(a, b) if y[k]]
-        return f"{sum(1 for x, y in pairs if x < y)}/{len(pairs)}"
-
     base = runs.get("nginx")
     for name, s in summary.items():
         if base:

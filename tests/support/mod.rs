@@ -31,14 +31,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(limit, what, || {
+        let holds = cond();
+        async move { holds.await.then_some(()) }
+    })
+    .await
 }
 
 /// Polls `f` until it gives a value, failing the test after `limit`.
