@@ -364,6 +364,9 @@ impl Config {
         if an.background_nice > 19 {
             return err("analytics.background_nice", "must be from 0 to 19");
         }
+        if an.background_slice.is_zero() {
+            return err("analytics.background_slice", "must be more than 0");
+        }
         if !(an.anomaly.z_threshold.is_finite() && an.anomaly.z_threshold > 0.0) {
             return err("analytics.anomaly.z_threshold", "must be a positive number");
         }

@@ -90,6 +90,7 @@ pub async fn start_with_sink(
     let config = Arc::new(config.clone());
     // Before any of learning's threads start (the SQLite writer's is below).
     pace::set_background_nice(config.analytics.background_nice);
+    pace::set_background_slice(config.analytics.background_slice);
     let metrics = Metrics::new();
     let (stop_background, background_stopped) = watch::channel(false);
     let mut background = JoinSet::new();

@@ -1,6 +1,7 @@
 //! Learning shares the core politely: its periodic work (analyzer ticks, maintenance
 //! passes, SQLite writes, plugin loads) runs on threads of its own, at a lower priority
-//! than the proxy ([`background`]), which give the core back every [`SLICE`] of work.
+//! than the proxy ([`background`]), which give the core back after every slice of work
+//! (`analytics.background_slice`, [`DEFAULT_SLICE`] unless configured).
 //!
 //! Why: the proxy's event loop and a background thread on the same core are otherwise
 //! scheduled as equals. A thread that has the core keeps it until the scheduler's next
@@ -16,11 +17,14 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Work done between two yields.
-pub const SLICE: Duration = Duration::from_micros(50);
+/// Work done between two yields, unless `analytics.background_slice` says otherwise.
+pub const DEFAULT_SLICE: Duration = Duration::from_micros(50);
+
+/// The configured slice, in nanoseconds ([`set_background_slice`]).
+static SLICE_NANOS: AtomicU64 = AtomicU64::new(DEFAULT_SLICE.as_nanos() as u64);
 
 /// `analytics.background_nice` unless configured.
 pub const DEFAULT_BACKGROUND_NICE: u8 = 10;
@@ -36,6 +40,17 @@ thread_local! {
 /// Sets the nice value of learning's threads from now on (0: the proxy's own priority).
 pub fn set_background_nice(nice: u8) {
     NICE.store(nice, Ordering::Relaxed);
+}
+
+/// Sets how long learning's jobs work between two yields from now on
+/// (`analytics.background_slice`).
+pub fn set_background_slice(slice: Duration) {
+    let nanos = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX).max(1);
+    SLICE_NANOS.store(nanos, Ordering::Relaxed);
+}
+
+fn slice() -> Duration {
+    Duration::from_nanos(SLICE_NANOS.load(Ordering::Relaxed))
 }
 
 /// Marks the calling thread as one of learning's: lowers its priority to the configured
@@ -94,18 +109,20 @@ fn learning_pool() -> &'static tokio::runtime::Handle {
 /// loop's own thread.
 pub struct Pacer {
     since: Instant,
+    slice: Duration,
 }
 
 impl Default for Pacer {
     fn default() -> Self {
         Self {
             since: Instant::now(),
+            slice: slice(),
         }
     }
 }
 
 impl Pacer {
-    /// Yields the core if the job has run for a [`SLICE`] since the last yield.
+    /// Yields the core if the job has run for a slice since the last yield.
     /// True if it yielded.
     pub fn pause_if_due(&mut self) -> bool {
         if !self.due(Instant::now()) {
@@ -117,7 +134,7 @@ impl Pacer {
     }
 
     fn due(&self, now: Instant) -> bool {
-        now.duration_since(self.since) >= SLICE
+        now.duration_since(self.since) >= self.slice
     }
 }
 
@@ -131,8 +148,12 @@ mod tests {
 
     #[test]
     fn yields_once_a_slice_of_work_has_passed() {
+        const SLICE: Duration = Duration::from_micros(40);
         let start = Instant::now();
-        let mut p = Pacer { since: start };
+        let mut p = Pacer {
+            since: start,
+            slice: SLICE,
+        };
         assert!(!p.due(start + SLICE / 2));
         assert!(p.due(start + SLICE));
         p.since = start - SLICE;
@@ -141,6 +162,15 @@ mod tests {
             p.since >= start,
             "and the next slice starts after the yield"
         );
+    }
+
+    #[test]
+    fn pacers_use_the_configured_slice() {
+        set_background_slice(Duration::from_micros(20));
+        let configured = Pacer::default().slice;
+        set_background_slice(DEFAULT_SLICE);
+        assert_eq!(configured, Duration::from_micros(20));
+        assert_eq!(Pacer::default().slice, DEFAULT_SLICE);
     }
 
     #[test]

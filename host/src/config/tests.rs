@@ -132,6 +132,9 @@ fn cross_checks() {
     let e = error_of(&format!("{GOOD}analytics:\n  background_nice: 20\n"));
     assert_eq!(e.key, "analytics.background_nice");
     assert_eq!(e.line, 20);
+    let e = error_of(&format!("{GOOD}analytics:\n  background_slice: 0us\n"));
+    assert_eq!(e.key, "analytics.background_slice");
+    assert_eq!(e.line, 20);
 }
 
 #[test]

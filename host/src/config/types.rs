@@ -353,6 +353,10 @@ pub struct AnalyticsConfig {
     /// 0 runs them at the proxy's priority.
     #[serde(default = "defaults::background_nice")]
     pub background_nice: u8,
+    /// How long learning's jobs (analyzer ticks, maintenance passes, SQLite writes) work
+    /// between two yields of the core.
+    #[serde(default = "defaults::background_slice", with = "duration")]
+    pub background_slice: Duration,
     #[serde(default)]
     pub anomaly: AnomalyConfig,
 }
@@ -502,6 +506,7 @@ impl Default for AnalyticsConfig {
             drain_interval: defaults::drain_interval(),
             max_routes: defaults::max_routes(),
             background_nice: defaults::background_nice(),
+            background_slice: defaults::background_slice(),
             anomaly: AnomalyConfig::default(),
         }
     }
@@ -639,6 +644,9 @@ mod defaults {
     }
     pub fn background_nice() -> u8 {
         crate::pace::DEFAULT_BACKGROUND_NICE
+    }
+    pub fn background_slice() -> Duration {
+        crate::pace::DEFAULT_SLICE
     }
     pub fn z_threshold() -> f64 {
         3.0
