@@ -21,7 +21,8 @@ use crate::analytics::analyzer::Analysis;
 use crate::analytics::store::{SeriesKey, TrafficStore};
 
 /// Ticks of the epoch per call deadline: a call is interrupted after 90–100% of its
-/// deadline (the first tick comes at any point of its period).
+/// deadline (the first tick comes at any point of its period). Deadlines under
+/// `TICKS_PER_DEADLINE × MIN_EPOCH_TICK` get fewer, coarser ticks (3 ms: 3 ticks, 67–100%).
 const TICKS_PER_DEADLINE: u32 = 10;
 
 /// The shortest epoch tick. Each tick wakes the ticker thread on a core the proxy may be
