@@ -9,7 +9,7 @@ use std::sync::Arc;
 use microgate::analytics::analyzer::Analyzer;
 use microgate::analytics::bucket::Sample;
 use microgate::analytics::store::{MemoryStore, Record, StoreSettings, TrafficStore};
-use microgate::config::Config;
+use microgate::config::{AnomalyConfig, Config};
 use microgate::gateway::Gateway;
 use microgate::metrics::Metrics;
 use microgate::plugin::runtime::TickContext;
@@ -199,7 +199,12 @@ fn random_window() -> Window {
     Window {
         start_ms: T0,
         interval_ms: 60_000,
-        requests: fastrand::u64(0..10_000),
+        // Thin buckets half the time: below and above the anomaly policy's p99_min_requests.
+        requests: if fastrand::bool() {
+            fastrand::u64(0..200)
+        } else {
+            fastrand::u64(0..10_000)
+        },
         errors: fastrand::u64(0..100),
         request_rate: fastrand::f64() * 20_000.0,
         error_rate: busy.then(fastrand::f64),
@@ -256,7 +261,11 @@ fn the_default_anomaly_plugin_finds_what_the_builtin_finds() {
     );
     let cfg = &r.config.analytics.anomaly;
     let mut session = r.plugins.session(r.ctx());
-    let mut found = 0;
+    let every_p99 = AnomalyConfig {
+        p99_min_requests: 0,
+        ..cfg.clone()
+    };
+    let (mut found, mut thin_p99s) = (0, 0);
     for _ in 0..500 {
         let rep = report("/a");
         let plugin = session
@@ -265,16 +274,14 @@ fn the_default_anomaly_plugin_finds_what_the_builtin_finds() {
                 &convert::series(wit::SeriesKind::Route, &rep),
             )
             .unwrap();
-        let native = builtin::anomalies(
-            &rep.current,
-            &rep.baseline,
-            cfg.z_threshold,
-            cfg.min_samples,
-        );
+        let native = builtin::anomalies(&rep.current, &rep.baseline, cfg);
         assert_eq!(plugin, native);
         found += native.len();
+        thin_p99s +=
+            builtin::anomalies(&rep.current, &rep.baseline, &every_p99).len() - native.len();
     }
     assert!(found > 50, "the sample exercises detection: {found}");
+    assert!(thin_p99s > 5, "and the thin buckets' p99 rule: {thin_p99s}");
 }
 
 #[test]

@@ -444,6 +444,7 @@ fn section_params(config: &Config, kind: Kind) -> Vec<(String, String)> {
             vec![
                 kv("z_threshold", c.z_threshold.to_string()),
                 kv("min_samples", c.min_samples.to_string()),
+                kv("p99_min_requests", c.p99_min_requests.to_string()),
             ]
         }
         Kind::Weighting => vec![kv("min_share", config.weighted_lb.min_share.to_string())],

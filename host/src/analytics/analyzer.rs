@@ -306,14 +306,8 @@ impl Analyzer {
                 }
                 _ => None,
             };
-            let findings = from_plugin.unwrap_or_else(|| {
-                builtin::anomalies(
-                    &report.current,
-                    &report.baseline,
-                    cfg.z_threshold,
-                    cfg.min_samples,
-                )
-            });
+            let findings = from_plugin
+                .unwrap_or_else(|| builtin::anomalies(&report.current, &report.baseline, cfg));
             log.observe(&key, &findings, at);
         }
         // Sets, not a search of the reports per ongoing anomaly (a thousand routes).

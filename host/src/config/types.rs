@@ -380,6 +380,10 @@ pub struct AnomalyConfig {
     /// Buckets of history needed before anything is called anomalous.
     #[serde(default = "defaults::min_samples")]
     pub min_samples: u32,
+    /// Requests a bucket needs before its p99 latency is judged: with fewer than 100 a p99
+    /// is the bucket's slowest request, and one slow request is not an anomaly.
+    #[serde(default = "defaults::p99_min_requests")]
+    pub p99_min_requests: u64,
     /// How long ended anomalies stay listed in `/analytics/anomalies`.
     #[serde(default = "defaults::anomaly_history", with = "duration")]
     pub history: Duration,
@@ -517,6 +521,7 @@ impl Default for AnomalyConfig {
         Self {
             z_threshold: defaults::z_threshold(),
             min_samples: defaults::min_samples(),
+            p99_min_requests: defaults::p99_min_requests(),
             history: defaults::anomaly_history(),
             learn_after: defaults::learn_after(),
             quiet_period: defaults::quiet_period(),
@@ -653,6 +658,9 @@ mod defaults {
     }
     pub fn min_samples() -> u32 {
         10
+    }
+    pub fn p99_min_requests() -> u64 {
+        100
     }
     pub fn anomaly_history() -> Duration {
         Duration::from_secs(24 * 3600)

@@ -1,7 +1,7 @@
 //! The native policies: the seed's formulas, exactly.
 
 use super::types::{BackendStats, Baseline, Finding, LimitDecision, Metric, Window};
-use crate::config::{AdaptiveBreakerConfig, AdaptiveRateLimitConfig};
+use crate::config::{AdaptiveBreakerConfig, AdaptiveRateLimitConfig, AnomalyConfig};
 
 /// Adaptive rate limit: `baseline mean rate × multiplier`, clamped to
 /// `[min_limit, max_limit]`; `Learning` until `learning_period` of history exists.
@@ -13,25 +13,23 @@ pub fn rate_limit(baseline: &Baseline, config: &AdaptiveRateLimitConfig) -> Limi
     LimitDecision::Limit(limit.clamp(config.min_limit, config.max_limit))
 }
 
-/// Z-score anomalies: a metric is anomalous when `(current − mean) / stddev > threshold`.
-/// Nothing is anomalous with fewer than `min_samples` buckets of history, and a metric
-/// whose baseline never varied (`stddev == 0`) is never anomalous.
-pub fn anomalies(
-    current: &Window,
-    baseline: &Baseline,
-    threshold: f64,
-    min_samples: u32,
-) -> Vec<Finding> {
-    if baseline.samples < min_samples {
+/// Z-score anomalies: a metric is anomalous when `(current − mean) / stddev > z_threshold`.
+/// Nothing is anomalous with fewer than `min_samples` buckets of history, a metric whose
+/// baseline never varied (`stddev == 0`) is never anomalous, and a bucket's p99 latency is
+/// judged only when it holds `p99_min_requests` requests (with fewer than 100 it is the
+/// bucket's slowest request).
+pub fn anomalies(current: &Window, baseline: &Baseline, config: &AnomalyConfig) -> Vec<Finding> {
+    if baseline.samples < config.min_samples {
         return Vec::new();
     }
     Metric::ALL
         .into_iter()
+        .filter(|m| *m != Metric::LatencyP99 || current.requests >= config.p99_min_requests)
         .filter_map(|metric| {
             let value = metric.current(current)?;
             let stat = metric.stat(baseline);
             let score = z_score(value, stat.mean, stat.stddev)?;
-            (score > threshold).then_some(Finding {
+            (score > config.z_threshold).then_some(Finding {
                 metric,
                 current: value,
                 mean: stat.mean,

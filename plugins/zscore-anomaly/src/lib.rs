@@ -1,10 +1,12 @@
 //! The default anomaly policy: the z-score. A metric is anomalous when
 //! `(current − mean) / stddev > z_threshold`; nothing is anomalous with fewer than
-//! `min_samples` buckets of history, or when the baseline never varied (`stddev = 0`).
-//! The same rule as the gateway's built-in policy.
+//! `min_samples` buckets of history, or when the baseline never varied (`stddev = 0`), and
+//! a bucket's p99 latency is judged only when it holds `p99_min_requests` requests (with
+//! fewer than 100 it is the bucket's slowest request). The same rule as the gateway's
+//! built-in policy.
 //!
 //! Parameters (defaults from `analytics.anomaly` in config.yml): `z_threshold`,
-//! `min_samples`.
+//! `min_samples`, `p99_min_requests`.
 
 use microgate_policy::*;
 
@@ -12,6 +14,7 @@ use microgate_policy::*;
 pub struct ZScore {
     pub z_threshold: f64,
     pub min_samples: u32,
+    pub p99_min_requests: u64,
 }
 
 impl Default for ZScore {
@@ -19,6 +22,7 @@ impl Default for ZScore {
         Self {
             z_threshold: 3.0,
             min_samples: 10,
+            p99_min_requests: 100,
         }
     }
 }
@@ -31,6 +35,7 @@ impl AnomalyPolicy for ZScore {
         }
         self.min_samples = u32::try_from(p.u64_or("min_samples", u64::from(self.min_samples))?)
             .map_err(|_| "min_samples is too large".to_string())?;
+        self.p99_min_requests = p.u64_or("p99_min_requests", self.p99_min_requests)?;
         Ok(())
     }
 
@@ -40,6 +45,7 @@ impl AnomalyPolicy for ZScore {
         }
         Metric::ALL
             .into_iter()
+            .filter(|m| *m != Metric::LatencyP99 || s.current.requests >= self.p99_min_requests)
             .filter_map(|metric| {
                 let current = metric.current(&s.current)?;
                 let stat = metric.stat(&s.baseline);
@@ -105,5 +111,19 @@ mod tests {
             ZScore::default().detect(&series(9, 1000.0)).is_empty(),
             "too little history"
         );
+    }
+
+    #[test]
+    fn a_p99_is_judged_only_over_enough_requests() {
+        let slow = |requests| {
+            let mut s = series(20, 100.0);
+            s.current.requests = requests;
+            s.current.latency_p99_ms = Some(40.0);
+            s
+        };
+        assert!(ZScore::default().detect(&slow(99)).is_empty());
+        let found = ZScore::default().detect(&slow(100));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].metric, Metric::LatencyP99);
     }
 }

@@ -77,6 +77,11 @@ fn z_scores() {
     );
 }
 
+/// The shipped defaults: z above 3.0, 10 buckets of history, p99 judged from 100 requests.
+fn zscore() -> AnomalyConfig {
+    AnomalyConfig::default()
+}
+
 #[test]
 fn anomalies_above_the_threshold_only() {
     let mut b = baseline(20, 1200.0, 100.0);
@@ -88,16 +93,16 @@ fn anomalies_above_the_threshold_only() {
         mean: 0.01,
         stddev: 0.0,
     };
-    let found = anomalies(&window(142.0, Some(0.5)), &b, 3.0, 10);
+    let found = anomalies(&window(142.0, Some(0.5)), &b, &zscore());
     assert_eq!(found.len(), 1, "error rate has zero stddev: {found:?}");
     assert_eq!(found[0].metric, Metric::RequestRate);
     assert!((found[0].score - 4.2).abs() < 1e-9);
     assert!(
-        anomalies(&window(130.0, None), &b, 3.0, 10).is_empty(),
+        anomalies(&window(130.0, None), &b, &zscore()).is_empty(),
         "z = 3.0 is not above 3.0"
     );
     assert!(
-        anomalies(&window(10.0, None), &b, 3.0, 10).is_empty(),
+        anomalies(&window(10.0, None), &b, &zscore()).is_empty(),
         "drops are not anomalies (one-sided)"
     );
 }
@@ -109,9 +114,36 @@ fn anomalies_need_enough_history() {
         mean: 100.0,
         stddev: 10.0,
     };
-    assert!(anomalies(&window(1000.0, None), &b, 3.0, 10).is_empty());
+    assert!(anomalies(&window(1000.0, None), &b, &zscore()).is_empty());
     b.samples = 10;
-    assert_eq!(anomalies(&window(1000.0, None), &b, 3.0, 10).len(), 1);
+    assert_eq!(anomalies(&window(1000.0, None), &b, &zscore()).len(), 1);
+}
+
+#[test]
+fn a_p99_is_judged_only_over_enough_requests() {
+    let mut b = baseline(20, 1200.0, 100.0);
+    b.latency_p99_ms = Stat {
+        mean: 20.0,
+        stddev: 2.0,
+    };
+    let slow = |requests| Window {
+        requests,
+        request_rate: 100.0,
+        latency_p99_ms: Some(40.0),
+        ..Default::default()
+    };
+    assert!(
+        anomalies(&slow(99), &b, &zscore()).is_empty(),
+        "with 99 requests the p99 is the slowest one"
+    );
+    let found = anomalies(&slow(100), &b, &zscore());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].metric, Metric::LatencyP99);
+    let every_bucket = AnomalyConfig {
+        p99_min_requests: 0,
+        ..zscore()
+    };
+    assert_eq!(anomalies(&slow(1), &b, &every_bucket).len(), 1);
 }
 
 fn backend(latency_ms: f64, error_rate: f64, open: bool) -> BackendStats {
