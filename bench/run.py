@@ -391,13 +391,14 @@ def wrk(port, target, conns, seconds, cores, d):
     total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
     return {
         "rps": float(rps.group(1)) if rps else 0.0,
         "requests": int(total.group(1)) if total else 0,
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(0) if errors else "",
         "p50_ms": parse_latency(lat.get("50", "")),
+        "p90_ms": parse_latency(lat.get("90", "")),
         "p99_ms": parse_latency(lat.get("99", "")),
     }
 
