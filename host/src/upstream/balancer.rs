@@ -47,20 +47,23 @@ impl Balancer {
         let guard = self.weights.load();
         match guard.as_deref() {
             Some(weights) if weights.len() == n => {
-                let first = draw(weights)?;
-                if let Some(t) = admit(&backends[first]) {
-                    return Some(t);
-                }
-                // Refused (breaker open): draw again among the others, and if every
-                // weighted backend refuses, offer the zero-weight ones in turn.
-                let mut left: Vec<f64> = weights.clone();
-                left[first] = 0.0;
-                while let Some(i) = draw(&left) {
-                    if let Some(t) = admit(&backends[i]) {
+                if let Some(first) = draw(weights) {
+                    if let Some(t) = admit(&backends[first]) {
                         return Some(t);
                     }
-                    left[i] = 0.0;
+                    // Refused (breaker open): draw again among the others.
+                    let mut left: Vec<f64> = weights.clone();
+                    left[first] = 0.0;
+                    while let Some(i) = draw(&left) {
+                        if let Some(t) = admit(&backends[i]) {
+                            return Some(t);
+                        }
+                        left[i] = 0.0;
+                    }
                 }
+                // Every weighted backend refused, or none has weight (every breaker was
+                // open when the weights were set): offer the zero-weight ones in turn, so
+                // a breaker whose open time is over gets its probe.
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|i| (start + i) % n)
@@ -166,6 +169,31 @@ mod tests {
             b.pick(&backends, |x| (*x != "open").then_some(*x)),
             Some("healthy")
         );
+    }
+
+    #[test]
+    fn backends_are_still_offered_when_every_weight_is_zero() {
+        // Weights set while every breaker was open: once one admits again it must be
+        // offered, not wait for the next rebalance (which would see it open again).
+        let b = Balancer::round_robin();
+        b.set_weights(Some(vec![0.0, 0.0]));
+        let backends = ["a", "b"];
+        let picks: Vec<&str> = (0..4)
+            .map(|_| b.pick(&backends, |x| Some(*x)).unwrap())
+            .collect();
+        assert_eq!(picks, ["a", "b", "a", "b"]);
+        b.set_weights(Some(vec![0.0]));
+        assert_eq!(b.pick(&["only"], |x| Some(*x)), Some("only"));
+    }
+
+    #[test]
+    fn one_backend_is_offered_whatever_the_weights() {
+        let b = Balancer::round_robin();
+        for weights in [None, Some(vec![1.0]), Some(vec![0.0]), Some(vec![0.5, 0.5])] {
+            b.set_weights(weights);
+            assert_eq!(b.pick(&["only"], |x| Some(*x)), Some("only"));
+            assert_eq!(b.pick(&["only"], |_| None::<&str>), None);
+        }
     }
 
     #[test]
