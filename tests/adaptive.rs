@@ -411,7 +411,9 @@ async fn baselines_survive_a_restart() {
         .unwrap();
     assert!(
         total >= sent,
-        "nothing recorded before the restart is lost: {total} < {sent}"
+        "nothing recorded before the restart is lost: {total} < {sent}\n\
+         before: {}\nafter: {history}",
+        route(&before, "/api/a").unwrap()
     );
 }
 
