@@ -409,6 +409,35 @@ mod tests {
         );
     }
 
+    /// A maintenance pass closes a bucket by the precise clock while requests are filed
+    /// under the coarse one, up to a tick behind: a request can arrive for an interval
+    /// whose bucket was just closed and saved. It must not become a second bucket with
+    /// the same start, which the file keeps once (the later overwriting the earlier).
+    #[test]
+    fn a_request_filed_after_its_bucket_was_closed_and_saved_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let route = SeriesKey::Route("/a".into());
+        let before = {
+            let (persist, _) = open(&path, 0).unwrap();
+            let persist = Arc::new(persist);
+            let store = MemoryStore::new(settings(), Some(Box::new(persist.clone())));
+            store.record(&[rec("/a", 10_100, 1000), rec("/a", 10_500, 1000)]);
+            store.maintain(11_010); // closes and saves the 10 s bucket
+            store.record(&[rec("/a", 10_990, 3000)]); // filed late
+            store.record(&[rec("/a", 11_200, 2000)]);
+            store.maintain(12_000);
+            persist.close();
+            store.buckets(&route, 0, i64::MAX)
+        };
+        let shape: Vec<_> = before.iter().map(|b| (b.start, b.requests)).collect();
+        assert_eq!(shape, [(10_000, 3), (11_000, 1)], "one bucket per interval");
+        let (persist, loaded) = open(&path, 0).unwrap();
+        let store = MemoryStore::new(settings(), Some(Box::new(persist)));
+        store.load(loaded, 12_500);
+        assert_eq!(store.buckets(&route, 0, i64::MAX), before);
+    }
+
     #[test]
     fn the_write_ahead_log_is_copied_into_the_database_in_small_pieces() {
         let dir = tempfile::tempdir().unwrap();

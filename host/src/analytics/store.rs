@@ -255,6 +255,23 @@ struct Series {
     open: Option<OpenBucket>,
 }
 
+impl Series {
+    /// Takes back the completed bucket of the interval at `start`, if one was closed
+    /// already, to go on filling. A maintenance pass closes buckets by the precise clock
+    /// while requests are filed under the coarse one (up to a tick behind), so a request
+    /// can come for a bucket just closed. A second bucket with the same start would show
+    /// twice in the history and, saved, overwrite the first in the file (keyed by start).
+    /// Closed again, it is saved again with every request.
+    fn reopen(&mut self, start: UnixMs, interval: i64) -> Option<OpenBucket> {
+        let first = self.done.partition_point(|b| b.start < start);
+        let at = (first..self.done.len())
+            .take_while(|&i| self.done[i].start == start)
+            .find(|&i| self.done[i].bucket.interval_ms == interval)?;
+        let done = self.done.remove(at)?;
+        Some(OpenBucket::resume(&done.bucket))
+    }
+}
+
 /// A completed bucket and its start. The start is kept beside the bucket so that the
 /// store searches, trims and orders a series' history without reading its buckets, each a
 /// separate allocation and so a cache miss (~2,000 series on every maintenance pass).
@@ -350,7 +367,9 @@ impl MemoryStore {
                 if let Some(closed) = series.open.take() {
                     self.close(&key, series, closed, out);
                 }
-                let mut open = OpenBucket::new(start, interval);
+                let mut open = series
+                    .reopen(start, interval)
+                    .unwrap_or_else(|| OpenBucket::new(start, interval));
                 open.add(sample, histogram, reached);
                 series.open = Some(open);
             }
