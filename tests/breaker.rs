@@ -144,3 +144,79 @@ circuit_breaker: {{ consecutive_failures: 2, error_rate: 0, open_duration: 1s, h
     let state = format!("gateway_circuit_state{{backend=\"{}\"}}", bad.url());
     assert_eq!(metric(&gw.metrics().await, &state), Some(1.0));
 }
+
+/// Every backend of a weighted upstream fails at once: both breakers open, and the next
+/// rebalance, seeing no backend it can send to, gives every backend weight 0. Once the
+/// open period is over the balancer must still offer them, so the probes go out and the
+/// upstream recovers when its backends do (it once stayed at 503 until a config change).
+#[tokio::test]
+async fn an_upstream_whose_breakers_all_opened_recovers_after_a_rebalance() {
+    let a = Backend::echo("a").await;
+    let b = Backend::echo("b").await;
+    let gw = GatewayProc::start(&yaml(&format!(
+        "log: {{ access_log: false }}\n\
+         upstreams:\n  u: {{ backends: [{}, {}] }}\n\
+         routes:\n  - {{ path: /, upstream: u }}\n\
+         circuit_breaker: {{ consecutive_failures: 3, error_rate: 0, open_duration: 1s, \
+         half_open_probes: 1, adaptive: {{ enabled: false }} }}\n\
+         {FAST_ANALYTICS}",
+        a.url(),
+        b.url()
+    )));
+    let http = client();
+    let weights = || async {
+        let v = admin_json(&gw, "/analytics/backends").await;
+        [&a, &b].map(|x| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["backend"] == x.url())
+                .map(|e| e["weight"].as_f64().unwrap())
+        })
+    };
+    // Weights learned from healthy traffic first.
+    load(&http, &gw.url("/"), 15..=25, 2).await;
+    eventually(Duration::from_secs(20), "learned weights", || async {
+        load(&http, &gw.url("/"), 15..=25, 1).await;
+        weights().await.iter().all(|w| w.is_some_and(|w| w > 0.2))
+    })
+    .await;
+
+    a.set_status(500);
+    b.set_status(500);
+    let open = |x: &Backend| format!("gateway_circuit_state{{backend=\"{}\"}}", x.url());
+    eventually(Duration::from_secs(10), "both breakers open", || async {
+        let _ = http.get(gw.url("/")).send().await.unwrap();
+        let m = gw.metrics().await;
+        metric(&m, &open(&a)) == Some(1.0) && metric(&m, &open(&b)) == Some(1.0)
+    })
+    .await;
+    // No request meanwhile, so the breakers stay open for the rebalance to see.
+    eventually(
+        Duration::from_secs(10),
+        "a rebalance with every breaker open",
+        || async { weights().await == [Some(0.0), Some(0.0)] },
+    )
+    .await;
+
+    a.set_status(200);
+    b.set_status(200);
+    eventually(
+        Duration::from_secs(10),
+        "the upstream answers again",
+        || async { http.get(gw.url("/")).send().await.unwrap().status() == 200 },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "both breakers closed and weighted again",
+        || async {
+            load(&http, &gw.url("/"), 15..=25, 1).await;
+            let m = gw.metrics().await;
+            metric(&m, &open(&a)) == Some(0.0)
+                && metric(&m, &open(&b)) == Some(0.0)
+                && weights().await.iter().all(|w| w.is_some_and(|w| w > 0.0))
+        },
+    )
+    .await;
+}
