@@ -298,6 +298,57 @@ async fn request_ids_are_generated_or_propagated_and_logged() {
     assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// `proxy.request_id: false` and `proxy.forwarded_headers: false`: the gateway adds no
+/// field of its own, a client's `X-Request-ID` reaches the backend as any other field,
+/// and a client's `X-Forwarded-*` (which could be forged) do not.
+#[tokio::test]
+async fn request_ids_and_forwarded_fields_can_be_turned_off() {
+    let a = Backend::echo("a").await;
+    let gw = GatewayProc::start(&yaml(&format!(
+        "proxy: {{ request_id: false, forwarded_headers: false }}\n\
+         upstreams:\n  a: {{ backends: [{}] }}\nroutes:\n  - {{ path: /api, upstream: a }}\n",
+        a.url()
+    )));
+    let http = client();
+    let res = http
+        .get(gw.url("/api/plain"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-host", "forged.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-request-id").is_none());
+    let seen = echoed(res).await;
+    let h = seen["headers"].as_object().unwrap();
+    for name in [
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    ] {
+        assert!(!h.contains_key(name), "{name} in {h:?}");
+    }
+    let res = http
+        .get(gw.url("/api/traced"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        echoed(res).await["headers"]["x-request-id"],
+        "trace-abc-123"
+    );
+    let res = http.get(gw.url("/elsewhere")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().get("x-request-id").is_none());
+    eventually(Duration::from_secs(5), "access log lines", || async {
+        gw.access_logs().len() >= 3
+    })
+    .await;
+    assert!(gw.access_logs().iter().all(|l| l["id"] == "-"));
+}
+
 #[tokio::test]
 async fn serves_h2c_clients() {
     let a = Backend::echo("a").await;

@@ -35,6 +35,9 @@ pub struct Gateway {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub trusted_proxies: Vec<IpNet>,
+    /// `proxy.request_id` and `proxy.forwarded_headers`.
+    pub request_id: bool,
+    pub forwarded_headers: bool,
     pub access_log: bool,
     pub sink: Arc<dyn TrafficSink>,
     /// The coarse clock the request path reads (advanced by the proxy listener's ticker).
@@ -229,6 +232,8 @@ impl Gateway {
             auth: Authenticator::new(&config.auth)?,
             metrics,
             trusted_proxies: config.proxy.trusted_proxies.clone(),
+            request_id: config.proxy.request_id,
+            forwarded_headers: config.proxy.forwarded_headers,
             access_log: config.log.access_log,
             sink,
             clock,

@@ -46,14 +46,15 @@ pub async fn handle(
     client: &ClientInfo,
     mut req: Req,
 ) -> Response<ObservedBody> {
-    let id = request_id::assign(&req);
+    let id = gw.request_id.then(|| request_id::assign(&req));
     // Kept for the access log only.
-    let logged_id = gw.access_log.then(|| id.clone());
+    let logged_id = if gw.access_log { id.clone() } else { None };
     // Reports the request when the response body ends, or when this future is dropped
     // (the client left): see `observe`.
     let matched = route::find(gw, req.uri().path());
     let mut pending = Pending::start(gw, matched, client, &req, logged_id);
-    let (res, backend) = guarded(gw, client, pending.matched(), id.as_bytes(), &mut req).await;
+    let id_bytes = id.as_ref().map(request_id::RequestId::as_bytes);
+    let (res, backend) = guarded(gw, client, pending.matched(), id_bytes, &mut req).await;
     pending.responded(res.status(), backend.map(|b| b.label.clone()));
     res.map(|body| pending.watch(body, id))
 }
@@ -78,7 +79,7 @@ async fn guarded(
     gw: &Gateway,
     client: &ClientInfo,
     matched: &route::MatchedRoute,
-    request_id: &[u8],
+    request_id: Option<&[u8]>,
     req: &mut Req,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Backend>>) {
     let identity = match auth::check(gw, &matched.route, req) {

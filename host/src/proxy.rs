@@ -24,7 +24,7 @@ pub async fn forward(
     gw: &Gateway,
     client: &ClientInfo,
     matched: &MatchedRoute,
-    request_id: &[u8],
+    request_id: Option<&[u8]>,
     req: &mut Req,
 ) -> (Response<Body>, Option<Arc<Backend>>) {
     let route = &matched.route;
@@ -49,6 +49,7 @@ pub async fn forward(
         request_id,
         peer_text: &client.peer_text,
         peer_trusted: gw.trusted_proxies.iter().any(|n| n.contains(&peer)),
+        forwarded_headers: gw.forwarded_headers,
         backend_authority: backend.url.authority.as_str(),
     };
 

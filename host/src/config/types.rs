@@ -73,6 +73,15 @@ pub struct ProxyConfig {
     /// Peers whose `X-Forwarded-For` is believed when finding the client IP.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// `X-Request-ID`: keep the client's (when sane) or make one, send it to the backend,
+    /// echo it to the client and log it. Off: no ID is made, and a client's header
+    /// reaches the backend as any other field.
+    #[serde(default = "defaults::yes")]
+    pub request_id: bool,
+    /// `X-Forwarded-For`, `-Proto` and `-Host` to the backend. Off: none are added, and
+    /// only a trusted proxy's reach the backend (a client's could be forged).
+    #[serde(default = "defaults::yes")]
+    pub forwarded_headers: bool,
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[serde(default = "defaults::shutdown_timeout", with = "duration")]
     pub shutdown_timeout: Duration,
@@ -453,6 +462,8 @@ impl Default for ProxyConfig {
             pool_idle_timeout: defaults::pool_idle_timeout(),
             pool_max_idle_per_backend: defaults::pool_max_idle(),
             trusted_proxies: Vec::new(),
+            request_id: true,
+            forwarded_headers: true,
             shutdown_timeout: defaults::shutdown_timeout(),
             keepalive_timeout: defaults::keepalive_timeout(),
             worker_threads: None,

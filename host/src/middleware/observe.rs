@@ -74,12 +74,12 @@ impl Pending {
 
     /// Hands the watch over to the response body, which reports once its last byte is out.
     /// The body also carries the request ID for the response head.
-    pub fn watch(self, inner: Body, request_id: RequestId) -> ObservedBody {
+    pub fn watch(self, inner: Body, request_id: Option<RequestId>) -> ObservedBody {
         ObservedBody {
             inner,
             bytes_out: 0,
             pending: Some(self),
-            request_id: Some(request_id),
+            request_id,
         }
     }
 

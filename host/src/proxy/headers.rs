@@ -192,16 +192,20 @@ pub fn peer_text(peer: SocketAddr) -> HeaderValue {
 /// (and those `Connection` names) and `Expect` (the gateway answered it) are dropped,
 /// `Host` is kept (or supplied), `X-Request-ID` is the gateway's, the peer is appended to
 /// `X-Forwarded-For`, and `X-Forwarded-Proto` and `-Host` are set; a trusted proxy's own
-/// `-Proto` and `-Host` are kept.
+/// `-Proto` and `-Host` are kept. Without a request ID (`proxy.request_id: false`) the
+/// client's `X-Request-ID` passes as any field; without `forwarded_headers` nothing is
+/// added, and the `X-Forwarded-*` fields pass from a trusted proxy only.
 ///
 /// Applied as the client writes the request head ([`Forwarding::write_fields`]) rather
 /// than by editing the request's `HeaderMap`: the edits hashed a name each and cost about
 /// a tenth of the gateway's instructions per proxied request (docs/benchmarks.md).
 pub struct Forwarding<'a> {
-    pub request_id: &'a [u8],
+    pub request_id: Option<&'a [u8]>,
     /// The peer's address ([`peer_text`]).
     pub peer_text: &'a HeaderValue,
     pub peer_trusted: bool,
+    /// `proxy.forwarded_headers`.
+    pub forwarded_headers: bool,
     /// `Host` for a request that has none and no authority in its URI: the backend's.
     pub backend_authority: &'a str,
 }
@@ -254,16 +258,20 @@ impl Forwarding<'_> {
             if is_hop_by_hop(spelled)
                 || *name == header::EXPECT
                 || (drop_length && *name == header::CONTENT_LENGTH)
-                || *name == X_REQUEST_ID
+                || (self.request_id.is_some() && *name == X_REQUEST_ID)
                 || named.is_some_and(|named| named.iter().any(|n| n.eq_ignore_ascii_case(spelled)))
             {
                 continue;
             }
-            if *name == X_FORWARDED_FOR {
+            if *name == X_FORWARDED_FOR && self.forwarded_headers {
                 forwarded_for.push(value.as_bytes());
                 continue;
             }
-            if *name == X_FORWARDED_PROTO {
+            if *name == X_FORWARDED_FOR {
+                if !self.peer_trusted {
+                    continue;
+                }
+            } else if *name == X_FORWARDED_PROTO {
                 if !self.peer_trusted {
                     continue;
                 }
@@ -284,7 +292,12 @@ impl Forwarding<'_> {
             let value = host.unwrap_or(self.backend_authority.as_bytes());
             push_field(out, b"host", value);
         }
-        push_field(out, X_REQUEST_ID.as_str().as_bytes(), self.request_id);
+        if let Some(id) = self.request_id {
+            push_field(out, X_REQUEST_ID.as_str().as_bytes(), id);
+        }
+        if !self.forwarded_headers {
+            return Ok(());
+        }
         out.extend_from_slice(b"x-forwarded-for: ");
         for hop in forwarded_for
             .iter()
@@ -344,11 +357,59 @@ mod tests {
 
     fn fwd<'a>(id: &'a HeaderValue, peer: &'a HeaderValue, trusted: bool) -> Forwarding<'a> {
         Forwarding {
-            request_id: id.as_bytes(),
+            request_id: Some(id.as_bytes()),
             peer_text: peer,
             peer_trusted: trusted,
+            forwarded_headers: true,
             backend_authority: "backend:8080",
         }
+    }
+
+    /// `proxy.request_id: false` and `proxy.forwarded_headers: false`: nothing is added, the
+    /// client's request ID passes, and `X-Forwarded-*` only from a trusted proxy.
+    #[test]
+    fn with_ids_and_forwarded_fields_off_nothing_is_added_and_only_a_trusted_peers_pass() {
+        let peer = peer_text("10.0.0.9:5".parse().unwrap());
+        let off = |trusted| Forwarding {
+            request_id: None,
+            forwarded_headers: false,
+            ..fwd(&peer, &peer, trusted)
+        };
+        let sent = [
+            ("host", "h"),
+            ("x-request-id", "the-clients"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "outer"),
+        ];
+        assert_eq!(
+            written(&off(false), "/", &sent),
+            pairs(&[("host", "h"), ("x-request-id", "the-clients")])
+        );
+        assert_eq!(written(&off(true), "/", &sent), pairs(&sent));
+        // Each switch alone.
+        let ids_only = Forwarding {
+            forwarded_headers: false,
+            ..fwd(&peer, &peer, false)
+        };
+        assert_eq!(
+            written(&ids_only, "/", &sent),
+            pairs(&[("host", "h"), ("x-request-id", "10.0.0.9")])
+        );
+        let forwarded_only = Forwarding {
+            request_id: None,
+            ..fwd(&peer, &peer, false)
+        };
+        assert_eq!(
+            written(&forwarded_only, "/", &sent),
+            pairs(&[
+                ("host", "h"),
+                ("x-request-id", "the-clients"),
+                ("x-forwarded-for", "1.2.3.4, 10.0.0.9"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "h"),
+            ])
+        );
     }
 
     fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {

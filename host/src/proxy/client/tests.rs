@@ -96,9 +96,10 @@ const T: Duration = Duration::from_secs(5);
 static PEER: HeaderValue = HeaderValue::from_static("127.0.0.1");
 /// What the proxy adds: here only checked not to get in the way.
 static FWD: Forwarding<'static> = Forwarding {
-    request_id: b"test-id",
+    request_id: Some(b"test-id"),
     peer_text: &PEER,
     peer_trusted: false,
+    forwarded_headers: true,
     backend_authority: "backend",
 };
 
