@@ -15,6 +15,8 @@ A variant is one of:
                                             config replaced by NEW (use \\n for a newline)
 
     bench/ab.py --scenario routes --rounds 12 old=/tmp/mg-old new=target/dist/microgate
+    bench/ab.py --scenario small-64 nginx plain=target/dist/microgate \\
+        'fields=target/dist/microgate:on:  request_id: false\\n  forwarded_headers: false\\n=>'
     bench/ab.py --scenario routes nginx on=target/dist/microgate \\
         'memory=target/dist/microgate:on:store: sqlite=>store: memory' \\
         off=target/dist/microgate:off
@@ -98,8 +100,11 @@ def main():
     ap.add_argument("--retries", type=int, default=2, help="times a run is redone for steal (default 2)")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(HERE.parent / "target")),
                     help="where target/dist/bench-backend is")
+    ap.add_argument("--gateway-fields", action="store_true",
+                    help="MicroGate adds X-Request-ID and X-Forwarded-* (as bench/run.py --gateway-fields)")
     ap.add_argument("--out", help="also write every run as JSON here")
     args = ap.parse_args()
+    R.GATEWAY_FIELDS = args.gateway_fields
     try:
         variants = [parse_variant(v) for v in args.variants]
     except ValueError as e:
