@@ -263,24 +263,19 @@ impl Forwarding<'_> {
             {
                 continue;
             }
-            if *name == X_FORWARDED_FOR && self.forwarded_headers {
-                forwarded_for.push(value.as_bytes());
-                continue;
-            }
-            if *name == X_FORWARDED_FOR {
+            let (xff, proto) = (*name == X_FORWARDED_FOR, *name == X_FORWARDED_PROTO);
+            if xff || proto || *name == X_FORWARDED_HOST {
+                // The gateway's `X-Forwarded-For` carries the client's chain on; otherwise
+                // these pass from a trusted proxy only (a client's could be forged).
+                if xff && self.forwarded_headers {
+                    forwarded_for.push(value.as_bytes());
+                    continue;
+                }
                 if !self.peer_trusted {
                     continue;
                 }
-            } else if *name == X_FORWARDED_PROTO {
-                if !self.peer_trusted {
-                    continue;
-                }
-                kept_proto = true;
-            } else if *name == X_FORWARDED_HOST {
-                if !self.peer_trusted {
-                    continue;
-                }
-                kept_host = true;
+                kept_proto |= proto;
+                kept_host |= *name == X_FORWARDED_HOST;
             } else if *name == header::HOST {
                 host = Some(value.as_bytes());
             }
